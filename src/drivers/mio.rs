@@ -1,0 +1,1 @@
+//! The production driver: one thread, mio's Poll, a Waker for app events. (STUB)

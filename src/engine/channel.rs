@@ -1,0 +1,1 @@
+//! One connection: read, parse, queue, respond, keep-alive. (STUB)

@@ -1,0 +1,92 @@
+//! The application boundary as the engine sees it: jobs out, events back.
+use std::fs::File;
+
+use crate::engine::transport::{ConnId, ListenerId, Peer};
+use crate::http::request::RequestHead;
+
+/// Identifies one request for its whole life; never reused, so a late event
+/// for a finished request (or a recycled `ConnId`) is recognised and dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReqId(pub u64);
+
+/// A complete request body, buffered before the app runs (as Waitress does).
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    Memory(Vec<u8>),
+    /// Spilled past `inbuf_overflow`: an anonymous temp file, rewound, of `len` bytes.
+    File { file: File, len: u64 },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Memory(v) => v.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One parsed request handed to the application side.
+#[derive(Debug)]
+pub struct Job {
+    pub req: ReqId,
+    pub conn: ConnId,
+    pub listener: ListenerId,
+    pub peer: Peer,
+    pub head: RequestHead,
+    pub body: Body,
+}
+
+/// What the app answered, as status and headers (not yet validated or framed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppHead {
+    /// e.g. `"200 OK"`.
+    pub status: String,
+    pub headers: Vec<(String, String)>,
+    /// The body length when the app side knows it without a Content-Length
+    /// header: `len(app_iter) == 1`, or a seekable file wrapper.
+    pub known_length: Option<u64>,
+}
+
+/// Events from the application side back to the engine, in order per request.
+#[derive(Debug)]
+pub enum AppEvent {
+    /// `start_response` took effect; sent before the first body byte or with `Done`.
+    Head { req: ReqId, head: AppHead },
+    Data { req: ReqId, bytes: Vec<u8> },
+    /// A seekable file from `wsgi.file_wrapper`: send `len` bytes from `offset`.
+    File { req: ReqId, file: File, offset: u64, len: u64 },
+    /// The app iterator is exhausted and closed.
+    Done { req: ReqId },
+    /// The app raised. Before the head went out this becomes a 500 (with `detail`
+    /// as the body text when tracebacks are exposed); after, the connection is cut.
+    Failed { req: ReqId, detail: Option<String> },
+}
+
+impl AppEvent {
+    pub fn req(&self) -> ReqId {
+        match self {
+            AppEvent::Head { req, .. }
+            | AppEvent::Data { req, .. }
+            | AppEvent::File { req, .. }
+            | AppEvent::Done { req }
+            | AppEvent::Failed { req, .. } => *req,
+        }
+    }
+}
+
+/// Runs applications. Implemented by the Python worker pool, the simulator's
+/// task spawner and test doubles.
+pub trait Executor {
+    fn dispatch(&mut self, job: Job);
+    /// `bytes` more of this request's output left the server: the app may produce
+    /// that much more without exceeding `outbuf_high_watermark`.
+    fn grant(&mut self, req: ReqId, bytes: usize);
+    /// The client went away or the connection was closed: stop the app if possible.
+    fn cancel(&mut self, req: ReqId);
+}

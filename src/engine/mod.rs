@@ -1,0 +1,12 @@
+//! The sans-IO connection engine: channels, limits, timeouts, flow control.
+pub mod buffers;
+pub mod channel;
+pub mod clock;
+pub mod executor;
+pub mod server;
+pub mod transport;
+
+pub use clock::{Clock, Timestamp};
+pub use executor::{AppEvent, AppHead, Body, Executor, Job, ReqId};
+pub use server::Engine;
+pub use transport::{Accepted, Close, ConnId, ListenerId, Peer, Transport, Want};

@@ -1,0 +1,5 @@
+//! maitre: a WSGI server engine written as a sans-IO state machine.
+pub mod config;
+pub mod drivers;
+pub mod engine;
+pub mod http;
