@@ -1,0 +1,1 @@
+//! Deterministic network simulation of the engine over turmoil. (STUB)
