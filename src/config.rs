@@ -56,6 +56,8 @@ pub struct Config {
     pub connection_limit: usize,
     pub cleanup_interval: Duration,
     pub channel_timeout: Duration,
+    /// maitre only: seconds a client may take to send a complete request head.
+    pub header_timeout: Duration,
     pub log_socket_errors: bool,
     pub max_request_header_size: usize,
     pub max_request_body_size: u64,
@@ -94,6 +96,7 @@ impl Default for Config {
             connection_limit: 100,
             cleanup_interval: Duration::from_secs(30),
             channel_timeout: Duration::from_secs(120),
+            header_timeout: Duration::from_secs(60),
             log_socket_errors: true,
             max_request_header_size: 262_144,
             max_request_body_size: 1_073_741_824,

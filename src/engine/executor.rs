@@ -9,6 +9,19 @@ use crate::http::request::RequestHead;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReqId(pub u64);
 
+impl ReqId {
+    /// A request id carries its connection in the low 32 bits, so events are
+    /// routed without a lookup table; the high bits are a sequence number, so
+    /// an event for a request that ended (on a reused `ConnId`) never matches.
+    pub fn new(seq: u64, conn: ConnId) -> Self {
+        ReqId((seq << 32) | (conn.0 as u64 & 0xffff_ffff))
+    }
+
+    pub fn conn(self) -> ConnId {
+        ConnId((self.0 & 0xffff_ffff) as usize)
+    }
+}
+
 /// A complete request body, buffered before the app runs (as Waitress does).
 #[derive(Debug)]
 pub enum Body {

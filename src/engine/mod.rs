@@ -4,6 +4,7 @@ pub mod channel;
 pub mod clock;
 pub mod executor;
 pub mod server;
+pub mod settings;
 pub mod transport;
 
 pub use clock::{Clock, Timestamp};

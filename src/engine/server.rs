@@ -1,58 +1,334 @@
-//! The engine: accept policy, connection table, sweeps, event routing. (STUB)
+//! The engine: the connection table, the accept policy (`connection_limit`),
+//! the idle sweep (`cleanup_interval`, `channel_timeout`) and event routing.
+//!
+//! Drivers call the `on_*` methods when something happened and ask
+//! [`Engine::next_deadline`] when to call [`Engine::on_timer`]. The engine
+//! answers by calling the non-blocking [`Transport`] and the [`Executor`].
+use std::collections::BTreeSet;
+use std::time::UNIX_EPOCH;
+
+use log::{info, warn};
+
 use crate::config::Config;
+use crate::engine::channel::{Channel, Ctx, Ending};
 use crate::engine::clock::{Clock, Timestamp};
 use crate::engine::executor::{AppEvent, Executor};
-use crate::engine::transport::{ConnId, Transport};
+use crate::engine::settings::EngineSettings;
+use crate::engine::transport::{Accepted, Close, ConnId, Transport};
 
 pub struct Engine<T: Transport, C: Clock, E: Executor> {
-    pub(crate) io: T,
-    pub(crate) clock: C,
-    pub(crate) exec: E,
+    io: T,
+    clock: C,
+    exec: E,
+    cfg: EngineSettings,
+    /// Indexed by `ConnId` (the transport hands out small, reused ids).
+    channels: Vec<Option<Channel>>,
+    count: usize,
+    accepting: bool,
+    /// A close made room under `connection_limit`: take waiting connections.
+    resume_accepting: bool,
+    next_seq: u64,
+    next_sweep: Timestamp,
+    /// Pending `header_timeout` deadlines, earliest first.
+    head_timers: BTreeSet<(Timestamp, ConnId)>,
+    date: DateCache,
+    /// The read buffer, reused by every channel (`recv_bytes` long).
+    scratch: Vec<u8>,
+    /// Channels touched by a batch of app events, pumped once at its end.
+    touched: Vec<ConnId>,
 }
 
 impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
     pub fn new(config: &Config, io: T, clock: C, exec: E) -> Self {
-        let _ = config;
-        Engine { io, clock, exec }
+        let cfg = EngineSettings::from_config(config);
+        let next_sweep = clock.now() + cfg.cleanup_interval;
+        Engine {
+            io,
+            clock,
+            exec,
+            scratch: vec![0; cfg.recv_bytes],
+            cfg,
+            channels: Vec::new(),
+            count: 0,
+            accepting: true,
+            resume_accepting: false,
+            next_seq: 0,
+            next_sweep,
+            head_timers: BTreeSet::new(),
+            date: DateCache::default(),
+            touched: Vec::new(),
+        }
     }
+
     pub fn transport(&self) -> &T {
         &self.io
     }
+
     pub fn transport_mut(&mut self) -> &mut T {
         &mut self.io
     }
+
+    pub fn executor(&self) -> &E {
+        &self.exec
+    }
+
     pub fn executor_mut(&mut self) -> &mut E {
         &mut self.exec
     }
+
     pub fn clock(&self) -> &C {
         &self.clock
     }
-    /// One or more connections may be waiting on a listener.
-    pub fn on_acceptable(&mut self) {
-        todo!()
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.cfg
     }
-    pub fn on_readable(&mut self, conn: ConnId) {
-        let _ = conn;
-        todo!()
-    }
-    pub fn on_writable(&mut self, conn: ConnId) {
-        let _ = conn;
-        todo!()
-    }
-    pub fn on_app_event(&mut self, ev: AppEvent) {
-        let _ = ev;
-        todo!()
-    }
-    /// Call when `next_deadline` has passed.
-    pub fn on_timer(&mut self) {
-        todo!()
-    }
-    /// When `on_timer` must run next, if ever.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        todo!()
-    }
+
     /// Open client connections.
     pub fn connection_count(&self) -> usize {
-        todo!()
+        self.count
+    }
+
+    /// Whether the engine currently takes new connections.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// Bytes waiting to be written, over all connections.
+    pub fn pending_output(&self) -> u64 {
+        self.live().map(Channel::pending_output).sum()
+    }
+
+    /// Output bytes held in memory (not spilled), over all connections.
+    pub fn output_in_memory(&self) -> usize {
+        self.live().map(Channel::output_in_memory).sum()
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.iter().flatten()
+    }
+
+    /// One or more connections may be waiting on a listener.
+    pub fn on_acceptable(&mut self) {
+        self.refresh_date();
+        self.accept_waiting();
+    }
+
+    pub fn on_readable(&mut self, conn: ConnId) {
+        self.refresh_date();
+        self.pump(conn);
+        self.after_event();
+    }
+
+    pub fn on_writable(&mut self, conn: ConnId) {
+        self.on_readable(conn);
+    }
+
+    pub fn on_app_event(&mut self, ev: AppEvent) {
+        self.on_app_events(std::iter::once(ev));
+    }
+
+    /// A batch of app events; each touched connection is flushed once at the
+    /// end, so a head, a small body and its end leave in one write.
+    pub fn on_app_events(&mut self, events: impl IntoIterator<Item = AppEvent>) {
+        self.refresh_date();
+        for ev in events {
+            let conn = ev.req().conn();
+            let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut cx = Ctx {
+                io: &mut self.io,
+                exec: &mut self.exec,
+                now: self.clock.now(),
+                date: self.date.text(),
+                cfg: &self.cfg,
+                next_seq: &mut self.next_seq,
+            };
+            channel.on_app_event(&mut cx, ev);
+            if !self.touched.contains(&conn) {
+                self.touched.push(conn);
+            }
+        }
+        let touched = std::mem::take(&mut self.touched);
+        for conn in &touched {
+            self.pump(*conn);
+        }
+        self.touched = touched;
+        self.touched.clear();
+        self.after_event();
+    }
+
+    /// Call when `next_deadline` has passed.
+    pub fn on_timer(&mut self) {
+        let now = self.clock.now();
+        while let Some(&(at, conn)) = self.head_timers.first() {
+            if at > now {
+                break;
+            }
+            self.head_timers.pop_first();
+            info!(target: "maitre", "closing connection: no complete request head within header_timeout");
+            self.shut(conn, Close::Fin);
+        }
+        if now >= self.next_sweep {
+            self.sweep_idle(now);
+            self.next_sweep = now + self.cfg.cleanup_interval;
+        }
+        self.after_event();
+    }
+
+    /// When `on_timer` must run next.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let head = self.head_timers.first().map(|&(at, _)| at);
+        Some(head.map_or(self.next_sweep, |at| at.min(self.next_sweep)))
+    }
+
+    /// Waitress's maintenance: close every channel with no request queued or
+    /// running that has seen no I/O for longer than `channel_timeout`.
+    /// Half-received heads count as idle, which bounds slowloris clients.
+    fn sweep_idle(&mut self, now: Timestamp) {
+        let timeout = self.cfg.channel_timeout;
+        let stale: Vec<ConnId> = self
+            .live()
+            .filter(|ch| ch.is_idle() && now - ch.last_activity > timeout)
+            .map(|ch| ch.id)
+            .collect();
+        for conn in stale {
+            self.shut(conn, Close::Fin);
+        }
+    }
+
+    /// Close a connection from outside its own flow, cancelling its request.
+    pub fn shut(&mut self, conn: ConnId, how: Close) {
+        if let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::as_mut) {
+            channel.shut(&mut self.exec);
+            self.remove(conn, how);
+        }
+    }
+
+    fn accept_waiting(&mut self) {
+        while self.accepting {
+            match self.io.accept() {
+                Ok(Some(accepted)) => self.open(accepted),
+                Ok(None) => break,
+                Err(e) => match e.kind() {
+                    std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => break,
+                    _ => {
+                        if self.cfg.log_socket_errors {
+                            warn!(target: "maitre", "server accept() threw an exception: {e}");
+                        }
+                        break;
+                    }
+                },
+            }
+        }
+    }
+
+    fn open(&mut self, accepted: Accepted) {
+        let conn = accepted.conn;
+        let now = self.clock.now();
+        if self.channels.len() <= conn.0 {
+            self.channels.resize_with(conn.0 + 1, || None);
+        }
+        let channel = Channel::new(conn, accepted.peer, accepted.listener, now, &self.cfg);
+        if self.channels[conn.0].replace(channel).is_none() {
+            self.count += 1;
+        }
+        if self.count >= self.cfg.connection_limit {
+            self.accepting = false;
+            self.io.set_accepting(false);
+            warn!(
+                target: "maitre",
+                "total open connections reached the connection limit, no longer accepting new connections"
+            );
+        }
+        self.pump(conn);
+    }
+
+    /// Let one channel do all it can, then close it if it ended.
+    fn pump(&mut self, conn: ConnId) {
+        let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut cx = Ctx {
+            io: &mut self.io,
+            exec: &mut self.exec,
+            now: self.clock.now(),
+            date: self.date.text(),
+            cfg: &self.cfg,
+            next_seq: &mut self.next_seq,
+        };
+        channel.pump(&mut cx, &mut self.scratch);
+        match channel.ending() {
+            Ending::Open => {
+                let wanted = channel.head_deadline();
+                if wanted != channel.armed {
+                    if let Some(old) = channel.armed {
+                        self.head_timers.remove(&(old, conn));
+                    }
+                    if let Some(new) = wanted {
+                        self.head_timers.insert((new, conn));
+                    }
+                    channel.armed = wanted;
+                }
+            }
+            Ending::Finished | Ending::Broken => self.remove(conn, Close::Fin),
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId, how: Close) {
+        let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::take) else {
+            return;
+        };
+        if let Some(at) = channel.armed {
+            self.head_timers.remove(&(at, conn));
+        }
+        self.io.close(conn, how);
+        self.count -= 1;
+        if !self.accepting && self.count < self.cfg.connection_limit {
+            self.accepting = true;
+            self.resume_accepting = true;
+            self.io.set_accepting(true);
+            info!(
+                target: "maitre",
+                "total open connections dropped below the connection limit, listening again"
+            );
+        }
+    }
+
+    /// Connections that waited in the backlog while the limit was reached
+    /// produce no new readiness event, so take them now.
+    fn after_event(&mut self) {
+        if std::mem::take(&mut self.resume_accepting) {
+            self.accept_waiting();
+        }
+    }
+
+    fn refresh_date(&mut self) {
+        self.date.update(self.clock.wall());
+    }
+}
+
+/// The `Date` header text, formatted once per second.
+#[derive(Default)]
+struct DateCache {
+    second: Option<u64>,
+    text: String,
+}
+
+impl DateCache {
+    fn update(&mut self, wall: std::time::SystemTime) {
+        let second = wall.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if self.second != Some(second) {
+            self.second = Some(second);
+            self.text = httpdate::fmt_http_date(wall);
+        }
+    }
+
+    fn text(&self) -> &str {
+        &self.text
     }
 }

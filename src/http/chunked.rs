@@ -30,4 +30,9 @@ impl ChunkedDecoder {
         let _ = input;
         todo!()
     }
+
+    /// Body bytes produced so far.
+    pub fn decoded_len(&self) -> u64 {
+        todo!()
+    }
 }

@@ -29,3 +29,10 @@ pub fn error_response(err: &HttpError, ident: Option<&str>, date: &str) -> Vec<u
     let _ = (err, ident, date);
     todo!()
 }
+
+/// The 500 answered when the app fails before its head went out; `detail`
+/// replaces the generic text when tracebacks are exposed.
+pub fn internal_error(detail: Option<&str>, version: Version) -> HttpError {
+    let _ = (detail, version);
+    todo!()
+}
