@@ -78,10 +78,6 @@ pub struct SimTransport {
 }
 
 impl SimTransport {
-    fn cx(&self) -> Context<'_> {
-        Context::from_waker(&self.waker)
-    }
-
     fn stream(&mut self, conn: ConnId) -> io::Result<&mut TcpStream> {
         match self.conns.get_mut(conn.0).and_then(Option::as_mut) {
             Some(c) => Ok(&mut c.stream),
@@ -210,7 +206,6 @@ impl Clock for SimClock {
 
 /// What an app sees of a request.
 pub struct Request {
-    pub method: String,
     pub target: String,
     pub body: Vec<u8>,
 }
@@ -274,7 +269,6 @@ impl Executor for SimExecutor {
             }
         };
         let request = Request {
-            method: job.head.method.clone(),
             target: String::from_utf8_lossy(&job.head.target).into_owned(),
             body,
         };

@@ -1,1 +1,453 @@
-//! The production driver: one thread, mio's Poll, a Waker for app events. (STUB)
+//! The production driver: one thread, mio's `Poll`, a `Waker` for app events.
+//!
+//! It owns the sockets and the clock, turns readiness into engine calls and
+//! sleeps until the engine's next deadline. mio is edge-triggered; the engine
+//! copes by always working until `WouldBlock` (see `Channel::pump`).
+#![allow(clippy::disallowed_methods)] // the driver is where sockets, clocks and time live
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::error;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::config::Config;
+use crate::engine::{
+    Accepted, AppEvent, Clock, Close, ConnId, Engine, Executor, ListenerId, Peer, Timestamp, Transport, Want,
+};
+
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX / 2;
+
+/// A listening socket before it joins a driver.
+pub enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(mio::net::UnixListener),
+}
+
+impl Listener {
+    /// What the listener is bound to: `(host, port)` for TCP, `("unix", path)`.
+    pub fn describe(&self) -> io::Result<(String, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let a = l.local_addr()?;
+                Ok((a.ip().to_string(), a.port().to_string()))
+            }
+            #[cfg(unix)]
+            Listener::Unix(l) => {
+                let a = l.local_addr()?;
+                let path = a.as_pathname().map(|p| p.display().to_string()).unwrap_or_default();
+                Ok(("unix".to_string(), path))
+            }
+        }
+    }
+}
+
+/// Bind a TCP listener the way Waitress does: SO_REUSEADDR (Unix only: on
+/// Windows it would let another process steal the port), IPV6_V6ONLY for v6.
+pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(Listener::Tcp(TcpListener::from_std(socket.into())))
+}
+
+/// Bind a Unix listener: an existing *socket* file at the path is replaced
+/// (other file types are left alone and make the bind fail), then the file
+/// gets `perms`.
+#[cfg(unix)]
+pub fn bind_unix(path: &std::path::Path, perms: u32, backlog: i32) -> io::Result<Listener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(backlog)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms))?;
+    let std_listener: std::os::unix::net::UnixListener = socket.into();
+    Ok(Listener::Unix(mio::net::UnixListener::from_std(std_listener)))
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            #[cfg(unix)]
+            Stream::Unix(s) => s,
+        }
+    }
+}
+
+struct Conn {
+    stream: Stream,
+    registered: Option<Interest>,
+}
+
+/// Non-blocking socket operations over mio.
+pub struct MioTransport {
+    registry: Registry,
+    listeners: Vec<Listener>,
+    listening: bool,
+    conns: Slab<Conn>,
+    /// Reused for file segments: read from the file, written to the socket.
+    file_buf: Vec<u8>,
+}
+
+impl MioTransport {
+    fn new(registry: Registry, listeners: Vec<Listener>) -> io::Result<Self> {
+        let mut t = MioTransport { registry, listeners, listening: false, conns: Slab::new(), file_buf: Vec::new() };
+        t.listen(true)?;
+        Ok(t)
+    }
+
+    fn listen(&mut self, on: bool) -> io::Result<()> {
+        if on == self.listening {
+            return Ok(());
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            let token = Token(LISTENER_BASE + i);
+            let source: &mut dyn mio::event::Source = match l {
+                Listener::Tcp(l) => l,
+                #[cfg(unix)]
+                Listener::Unix(l) => l,
+            };
+            if on {
+                self.registry.register(source, token, Interest::READABLE)?;
+            } else {
+                self.registry.deregister(source)?;
+            }
+        }
+        self.listening = on;
+        Ok(())
+    }
+
+    fn accept_from(&mut self, i: usize) -> io::Result<Option<(Stream, Peer)>> {
+        let result = match &self.listeners[i] {
+            Listener::Tcp(l) => l.accept().map(|(s, a)| {
+                // Waitress sets TCP_NODELAY on every accepted socket.
+                let _ = s.set_nodelay(true);
+                (Stream::Tcp(s), Peer::Tcp(a))
+            }),
+            #[cfg(unix)]
+            Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Unix)),
+        };
+        match result {
+            Ok(pair) => Ok(Some(pair)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn conn(&mut self, id: ConnId) -> io::Result<&mut Conn> {
+        self.conns.get_mut(id.0).ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "closed"))
+    }
+
+    fn with_stream<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Stream) -> io::Result<R>) -> io::Result<R> {
+        f(&mut self.conn(id)?.stream)
+    }
+}
+
+impl Transport for MioTransport {
+    fn accept(&mut self) -> io::Result<Option<Accepted>> {
+        for i in 0..self.listeners.len() {
+            let Some((mut stream, peer)) = self.accept_from(i)? else {
+                continue;
+            };
+            let entry = self.conns.vacant_entry();
+            let id = entry.key();
+            self.registry.register(stream.source(), Token(id), Interest::READABLE)?;
+            entry.insert(Conn { stream, registered: Some(Interest::READABLE) });
+            return Ok(Some(Accepted { conn: ConnId(id), peer, listener: ListenerId(i) }));
+        }
+        Ok(None)
+    }
+
+    fn set_accepting(&mut self, on: bool) {
+        if let Err(e) = self.listen(on) {
+            error!(target: "maitre", "could not change listening state: {e}");
+        }
+    }
+
+    fn read(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        self.with_stream(conn, |s| match s {
+            Stream::Tcp(s) => s.read(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.read(buf),
+        })
+    }
+
+    fn write_vectored(&mut self, conn: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.with_stream(conn, |s| match s {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.write_vectored(bufs),
+        })
+    }
+
+    fn send_file(&mut self, conn: ConnId, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let want = len.min(256 * 1024);
+        let mut buf = std::mem::take(&mut self.file_buf);
+        buf.resize(want, 0);
+        let result = read_at(file, &mut buf[..want], offset).and_then(|n| {
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.write_vectored(conn, &[IoSlice::new(&buf[..n])])
+        });
+        self.file_buf = buf;
+        result
+    }
+
+    fn set_interest(&mut self, conn: ConnId, want: Want) {
+        let registry = &self.registry;
+        let Some(c) = self.conns.get_mut(conn.0) else { return };
+        let interest = match (want.read, want.write) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        };
+        if interest == c.registered {
+            return;
+        }
+        let result = match (c.registered, interest) {
+            (None, Some(i)) => registry.register(c.stream.source(), Token(conn.0), i),
+            (Some(_), Some(i)) => registry.reregister(c.stream.source(), Token(conn.0), i),
+            (Some(_), None) => registry.deregister(c.stream.source()),
+            (None, None) => Ok(()),
+        };
+        match result {
+            Ok(()) => c.registered = interest,
+            Err(e) => error!(target: "maitre", "could not change interest: {e}"),
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, how: Close) {
+        if !self.conns.contains(conn.0) {
+            return;
+        }
+        let mut c = self.conns.remove(conn.0);
+        if c.registered.is_some() {
+            let _ = self.registry.deregister(c.stream.source());
+        }
+        match (&c.stream, how) {
+            (Stream::Tcp(s), Close::Reset) => {
+                let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+            (Stream::Tcp(s), Close::Fin) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            #[cfg(unix)]
+            (Stream::Unix(s), _) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+/// Real time: `Instant` for timeouts, the system clock for `Date`.
+pub struct MioClock {
+    start: Instant,
+}
+
+impl Clock for MioClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.start.elapsed())
+    }
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Sends app events to the I/O thread from any thread, waking it at most
+/// once per batch: a wake is only needed when the driver has not already
+/// been told that events are waiting.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: Sender<AppEvent>,
+    waker: Arc<Waker>,
+    flagged: Arc<AtomicBool>,
+}
+
+impl EventSender {
+    /// Returns false when the server is gone.
+    pub fn send(&self, ev: AppEvent) -> bool {
+        if self.tx.send(ev).is_err() {
+            return false;
+        }
+        if !self.flagged.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+        true
+    }
+}
+
+/// Stops a running driver from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A bound server: the engine, its sockets and the app-event channel.
+pub struct MioServer<E: Executor> {
+    poll: Poll,
+    engine: Engine<MioTransport, MioClock, E>,
+    events: Receiver<AppEvent>,
+    flagged: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+/// The channel ends an executor needs before the server exists.
+pub struct Wiring {
+    poll: Poll,
+    pub sender: EventSender,
+    events: Receiver<AppEvent>,
+    stop: StopHandle,
+}
+
+impl Wiring {
+    pub fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, events) = mpsc::channel();
+        let flagged = Arc::new(AtomicBool::new(false));
+        let sender = EventSender { tx, waker: waker.clone(), flagged };
+        let stop = StopHandle { stop: Arc::new(AtomicBool::new(false)), waker };
+        Ok(Wiring { poll, sender, events, stop })
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+}
+
+impl<E: Executor> MioServer<E> {
+    pub fn new(config: &Config, listeners: Vec<Listener>, wiring: Wiring, exec: E) -> io::Result<Self> {
+        let registry = wiring.poll.registry().try_clone()?;
+        let transport = MioTransport::new(registry, listeners)?;
+        let clock = MioClock { start: Instant::now() };
+        Ok(MioServer {
+            engine: Engine::new(config, transport, clock, exec),
+            poll: wiring.poll,
+            events: wiring.events,
+            flagged: wiring.sender.flagged.clone(),
+            stop: wiring.stop.stop.clone(),
+            waker: wiring.stop.waker.clone(),
+        })
+    }
+
+    pub fn listeners(&self) -> &[Listener] {
+        &self.engine.transport().listeners
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle { stop: self.stop.clone(), waker: self.waker.clone() }
+    }
+
+    pub fn engine(&self) -> &Engine<MioTransport, MioClock, E> {
+        &self.engine
+    }
+
+    /// Serve until stopped.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = self.timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                self.dispatch(ev.token());
+            }
+            self.drain_app_events();
+            self.fire_timer();
+        }
+        Ok(())
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        let now = self.engine.clock().now();
+        self.engine.next_deadline().map(|at| at - now)
+    }
+
+    fn dispatch(&mut self, token: Token) {
+        let engine = &mut self.engine;
+        guarded(|| match token {
+            WAKER => {}
+            Token(t) if t >= LISTENER_BASE => engine.on_acceptable(),
+            Token(t) => engine.on_readable(ConnId(t)),
+        });
+    }
+
+    fn drain_app_events(&mut self) {
+        self.flagged.store(false, Ordering::Release);
+        let batch: Vec<AppEvent> = self.events.try_iter().collect();
+        if !batch.is_empty() {
+            let engine = &mut self.engine;
+            guarded(|| engine.on_app_events(batch));
+        }
+    }
+
+    fn fire_timer(&mut self) {
+        let now = self.engine.clock().now();
+        if self.engine.next_deadline().is_some_and(|at| at <= now) {
+            let engine = &mut self.engine;
+            guarded(|| engine.on_timer());
+        }
+    }
+}
+
+/// A bug in the engine must not take the server down: log it and go on.
+fn guarded(f: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+        error!(target: "maitre", "internal error while handling an event (a bug): the event was dropped");
+    }
+}
