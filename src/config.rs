@@ -1,7 +1,22 @@
-//! Every Waitress setting: name, type, default, cast from a string, validation.
-//! (STUB: the field list and defaults are fixed; casts and validation to be written.)
+//! Every Waitress setting ("adjustment"): name, type, default, cast from a string, validation.
+//!
+//! One table ([`SETTINGS`]) serves the Rust engine, the CLI help and (through pyo3) the Python
+//! layer. Values arrive untyped ([`Value`], from `serve(**kw)`, the CLI or a PasteDeploy file),
+//! are cast the way Waitress 3.0.2 casts them (`asbool`, `aslist`, `int()`, ...), then checked
+//! with Waitress's cross-field rules and messages, plus range checks of our own for values
+//! that cannot work (see [`Setting::min`]).
+//!
+//! No DNS happens here: `listen` entries are only parsed ([`Config::listen_entries`]); the
+//! driver resolves host and service names with getaddrinfo.
 use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
+
+pub use casts::{
+    asbool, aslist, asoctal, asset, py_int, py_repr, py_str, slash_fixed_str, str_iftruthy,
+};
+pub use table::{setting, Kind, Setting, SETTINGS};
 
 /// A setting's value as it arrives from Python, the CLI or a PasteDeploy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,5 +121,1930 @@ impl Default for Config {
             channel_request_lookahead: 0,
             server_name: "waitress.invalid".to_string(),
         }
+    }
+}
+
+/// The table of settings: one row per Waitress adjustment, in Waitress's `_params` order.
+mod table {
+    /// How a raw value becomes a typed one: the cast Waitress applies to the setting.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Kind {
+        /// Python `str(value)`.
+        Str,
+        /// Python `int(value)` (base 10 for strings).
+        Int,
+        /// Waitress's `asbool`; the CLI offers `--name` and `--no-name`.
+        Bool,
+        /// Waitress's `aslist`: split into lines, then on whitespace.
+        List,
+        /// Waitress's `asoctal` (`int(value, 8)`); maitre also takes an integer as is (Q14).
+        Octal,
+        /// Waitress's `str_iftruthy`: a falsy value means "not set".
+        StrIfTruthy,
+        /// Waitress's `slash_fixed_str`: one leading slash, no trailing slash.
+        SlashFixedStr,
+        /// Waitress's `asset`: whitespace-separated, lower-cased, no duplicates.
+        Set,
+        /// Whole seconds (`int()` in Waitress), kept as a `Duration`.
+        Seconds,
+        /// Pre-bound Python socket objects: only the Python layer can look at them.
+        Sockets,
+    }
+
+    /// One setting: what the CLI prints and what the casts need.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Setting {
+        /// Waitress's adjustment name (the CLI option is `--` + name with `_` as `-`).
+        pub name: &'static str,
+        pub kind: Kind,
+        /// The default as one would type it; `""` when the setting is unset by default.
+        pub default: &'static str,
+        /// One line for `--help`.
+        pub help: &'static str,
+        /// Smallest accepted integer (integer kinds only). Waitress has no such limits; ours
+        /// reject values that could not work (no threads, negative sizes, ...).
+        pub min: i64,
+        /// Largest accepted integer (integer kinds only).
+        pub max: i64,
+    }
+
+    impl Setting {
+        /// The long CLI option: `--max-request-body-size`.
+        pub fn option(&self) -> String {
+            format!("--{}", self.name.replace('_', "-"))
+        }
+
+        /// Booleans are flags on the CLI (`--name` / `--no-name`), the rest take a value.
+        pub fn is_flag(&self) -> bool {
+            self.kind == Kind::Bool
+        }
+
+        /// Only the Python layer can accept this setting (pre-bound socket objects).
+        pub fn is_python_only(&self) -> bool {
+            self.kind == Kind::Sockets
+        }
+
+        const fn between(self, min: i64, max: i64) -> Setting {
+            Setting { min, max, ..self }
+        }
+    }
+
+    const fn row(
+        name: &'static str,
+        kind: Kind,
+        default: &'static str,
+        help: &'static str,
+    ) -> Setting {
+        Setting {
+            name,
+            kind,
+            default,
+            help,
+            min: 0,
+            max: i64::MAX,
+        }
+    }
+
+    use Kind::*;
+
+    /// Every Waitress adjustment, nothing more (Waitress's `_params`).
+    pub const SETTINGS: &[Setting] = &[
+        row(
+            "host",
+            Str,
+            "0.0.0.0",
+            "Address or host name to listen on (not with listen, unix_socket or sockets)",
+        ),
+        row(
+            "port",
+            Int,
+            "8080",
+            "TCP port to listen on, 0 for any free port (not with listen, unix_socket or sockets)",
+        )
+        .between(0, 65_535),
+        row(
+            "ipv4",
+            Bool,
+            "true",
+            "Use IPv4 addresses when resolving listen entries",
+        ),
+        row(
+            "ipv6",
+            Bool,
+            "true",
+            "Use IPv6 addresses when resolving listen entries",
+        ),
+        row(
+            "listen",
+            List,
+            "0.0.0.0:8080",
+            "Addresses to listen on, space separated: HOST:PORT, [IPV6]:PORT, *:PORT or HOST",
+        ),
+        row(
+            "threads",
+            Int,
+            "4",
+            "Number of worker threads that run the application",
+        )
+        .between(1, i64::MAX),
+        row(
+            "trusted_proxy",
+            StrIfTruthy,
+            "",
+            "Peer address allowed to send proxy headers ('*' trusts every peer)",
+        ),
+        row(
+            "trusted_proxy_count",
+            Int,
+            "1",
+            "How many proxy hops, counted from the right, to trust in forwarded headers",
+        )
+        .between(1, i64::MAX),
+        row(
+            "trusted_proxy_headers",
+            Set,
+            "",
+            "Proxy headers to trust: x-forwarded-{for,host,proto,port,by} or forwarded",
+        ),
+        row(
+            "log_untrusted_proxy_headers",
+            Bool,
+            "false",
+            "Log a warning when untrusted proxy headers are removed",
+        ),
+        row(
+            "clear_untrusted_proxy_headers",
+            Bool,
+            "true",
+            "Remove proxy headers that are not trusted before the application sees them",
+        ),
+        row(
+            "url_scheme",
+            Str,
+            "http",
+            "wsgi.url_scheme given to the application",
+        ),
+        row(
+            "url_prefix",
+            SlashFixedStr,
+            "",
+            "Path prefix given as SCRIPT_NAME and removed from PATH_INFO",
+        ),
+        row(
+            "backlog",
+            Int,
+            "1024",
+            "Length of the kernel queue of connections waiting to be accepted",
+        )
+        .between(0, i32::MAX as i64),
+        row(
+            "recv_bytes",
+            Int,
+            "8192",
+            "Most bytes read from a connection in one read",
+        )
+        .between(1, i64::MAX),
+        row(
+            "send_bytes",
+            Int,
+            "1",
+            "Deprecated: pending output bytes before a write is tried",
+        ),
+        row(
+            "outbuf_overflow",
+            Int,
+            "1048576",
+            "Response bytes kept in memory before spilling to a temporary file",
+        ),
+        row(
+            "outbuf_high_watermark",
+            Int,
+            "16777216",
+            "Pending response bytes above which the application's writes wait",
+        ),
+        row(
+            "inbuf_overflow",
+            Int,
+            "524288",
+            "Request body size from which the body is kept in a temporary file",
+        ),
+        row(
+            "connection_limit",
+            Int,
+            "100",
+            "Stop accepting connections while this many are open",
+        )
+        .between(1, i64::MAX),
+        row(
+            "cleanup_interval",
+            Seconds,
+            "30",
+            "Seconds between sweeps that close idle connections",
+        )
+        .between(1, i64::MAX),
+        row(
+            "channel_timeout",
+            Seconds,
+            "120",
+            "Seconds an idle connection with no request in progress stays open",
+        ),
+        row(
+            "log_socket_errors",
+            Bool,
+            "true",
+            "Log socket errors and clients that disconnect early",
+        ),
+        row(
+            "max_request_header_size",
+            Int,
+            "262144",
+            "Request head size in bytes that is refused with 431",
+        ),
+        row(
+            "max_request_body_size",
+            Int,
+            "1073741824",
+            "Request body size in bytes that is refused with 413",
+        ),
+        row(
+            "expose_tracebacks",
+            Bool,
+            "false",
+            "Put the Python traceback in 500 responses",
+        ),
+        row(
+            "ident",
+            StrIfTruthy,
+            "maitre",
+            "Server header and error page signature; empty sends no Server header",
+        ),
+        row(
+            "asyncore_loop_timeout",
+            Seconds,
+            "1",
+            "Longest wait of the event loop, in seconds",
+        ),
+        row(
+            "asyncore_use_poll",
+            Bool,
+            "false",
+            "Accepted for compatibility: the event loop always uses the OS poller",
+        ),
+        row(
+            "unix_socket",
+            Str,
+            "",
+            "Path of a Unix socket to listen on instead of TCP",
+        ),
+        row(
+            "unix_socket_perms",
+            Octal,
+            "600",
+            "File mode of the Unix socket, in octal",
+        )
+        .between(0, 0o7777),
+        row(
+            "sockets",
+            Sockets,
+            "",
+            "Already-bound sockets to listen on (Python API only)",
+        ),
+        row(
+            "channel_request_lookahead",
+            Int,
+            "0",
+            "Requests read ahead on a busy connection, so a disconnect is noticed",
+        ),
+        row(
+            "server_name",
+            Str,
+            "waitress.invalid",
+            "SERVER_NAME given to the application",
+        ),
+    ];
+
+    /// The row for `name`, if it is a Waitress adjustment.
+    pub fn setting(name: &str) -> Option<&'static Setting> {
+        SETTINGS.iter().find(|s| s.name == name)
+    }
+}
+
+/// Waitress's cast functions, with Python's semantics and Python's error messages.
+mod casts {
+    use super::{ConfigError, Value};
+    use std::collections::BTreeSet;
+
+    /// Python's `str.isspace()`: Unicode White_Space plus the ASCII separators 0x1c-0x1f.
+    fn is_py_space(c: char) -> bool {
+        c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+    }
+
+    /// Python's `str.strip()` with no argument.
+    fn py_strip(s: &str) -> &str {
+        s.trim_matches(is_py_space)
+    }
+
+    /// Python's `type(value).__name__`, for error messages.
+    fn type_name(v: &Value) -> &'static str {
+        match v {
+            Value::Str(_) => "str",
+            Value::Int(_) => "int",
+            Value::Bool(_) => "bool",
+            Value::List(_) => "list",
+            Value::None => "NoneType",
+        }
+    }
+
+    /// Python's `str.isprintable()` for one non-ASCII character, as far as it can be told
+    /// without Unicode tables: controls, separators, common format characters and private
+    /// use are not printable.
+    fn is_printable_non_ascii(c: char) -> bool {
+        let format_chars = matches!(c,
+            '\u{ad}' | '\u{600}'..='\u{605}' | '\u{61c}' | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}');
+        let private = matches!(c, '\u{e000}'..='\u{f8ff}' | '\u{f0000}'..);
+        !(c.is_control() || c.is_whitespace() || format_chars || private)
+    }
+
+    /// Python's `repr()` of a string: quotes chosen the way Python chooses them, and
+    /// non-printable characters escaped.
+    pub fn py_repr(s: &str) -> String {
+        let quote = if s.contains('\'') && !s.contains('"') {
+            '"'
+        } else {
+            '\''
+        };
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push(quote);
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c if c == quote => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                ' '..='~' => out.push(c),
+                c if !c.is_ascii() && is_printable_non_ascii(c) => out.push(c),
+                c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push_str(&format!("\\U{:08x}", c as u32)),
+            }
+        }
+        out.push(quote);
+        out
+    }
+
+    /// Python's `str(value)`.
+    pub fn py_str(v: &Value) -> String {
+        match v {
+            Value::Str(s) => s.clone(),
+            Value::Int(n) => n.to_string(),
+            Value::Bool(true) => "True".to_string(),
+            Value::Bool(false) => "False".to_string(),
+            Value::None => "None".to_string(),
+            Value::List(items) => {
+                let inner: Vec<String> = items.iter().map(|i| py_repr(i)).collect();
+                format!("[{}]", inner.join(", "))
+            }
+        }
+    }
+
+    /// Why a string is not a Python integer literal.
+    enum LiteralError {
+        Invalid,
+        TooLarge,
+    }
+
+    /// The digits of a Python integer literal (`int(s, base)` after the sign), with single
+    /// underscores allowed between digits, and after a `0o` prefix in base 8.
+    fn parse_digits(body: &str, base: u32, underscore_first: bool) -> Result<i128, LiteralError> {
+        let mut value: i128 = 0;
+        let mut too_large = false;
+        let mut digits = 0usize;
+        // An underscore must follow a digit (or the base prefix).
+        let mut after_digit = underscore_first;
+        for c in body.chars() {
+            if c == '_' {
+                if !after_digit {
+                    return Err(LiteralError::Invalid);
+                }
+                after_digit = false;
+                continue;
+            }
+            let d = c.to_digit(base).ok_or(LiteralError::Invalid)?;
+            digits += 1;
+            after_digit = true;
+            match value
+                .checked_mul(i128::from(base))
+                .and_then(|v| v.checked_add(i128::from(d)))
+            {
+                Some(v) => value = v,
+                None => too_large = true,
+            }
+        }
+        if digits == 0 || !after_digit {
+            return Err(LiteralError::Invalid);
+        }
+        if too_large {
+            return Err(LiteralError::TooLarge);
+        }
+        Ok(value)
+    }
+
+    /// Python's `int(s, base)` for base 10 or 8: surrounding whitespace, a sign, underscores
+    /// between digits and (base 8) a `0o` prefix are accepted. Only ASCII digits are
+    /// (Python also takes other Unicode decimal digits).
+    fn parse_int_str(s: &str, base: u32) -> Result<i64, LiteralError> {
+        let t = py_strip(s);
+        let (negative, rest) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let prefixed = base == 8 && (rest.starts_with("0o") || rest.starts_with("0O"));
+        let body = if prefixed { &rest[2..] } else { rest };
+        let magnitude = parse_digits(body, base, prefixed)?;
+        let value = if negative { -magnitude } else { magnitude };
+        i64::try_from(value).map_err(|_| LiteralError::TooLarge)
+    }
+
+    /// `int(s, base)` on a string, with Python's message for a bad literal (the value's
+    /// repr, cut at 200 characters as CPython does).
+    fn int_from_str(s: &str, base: u32) -> Result<i64, ConfigError> {
+        parse_int_str(s, base).map_err(|e| {
+            let shown: String = py_repr(s).chars().take(200).collect();
+            match e {
+                LiteralError::Invalid => ConfigError(format!(
+                    "invalid literal for int() with base {base}: {shown}"
+                )),
+                LiteralError::TooLarge => ConfigError(format!("integer too large: {shown}")),
+            }
+        })
+    }
+
+    /// Python's `int(value)`: strings are parsed, integers kept, booleans are 0 or 1.
+    pub fn py_int(v: &Value) -> Result<i64, ConfigError> {
+        match v {
+            Value::Str(s) => int_from_str(s, 10),
+            Value::Int(n) => Ok(*n),
+            Value::Bool(b) => Ok(i64::from(*b)),
+            Value::List(_) | Value::None => Err(ConfigError(format!(
+                "int() argument must be a string, a bytes-like object or a real number, not {}",
+                py_repr(type_name(v))
+            ))),
+        }
+    }
+
+    /// Waitress's `asoctal` (`int(s, 8)`). Decision Q14: an integer is taken as is.
+    pub fn asoctal(v: &Value) -> Result<i64, ConfigError> {
+        match v {
+            Value::Str(s) => int_from_str(s, 8),
+            Value::Int(n) => Ok(*n),
+            _ => Err(ConfigError(
+                "int() can't convert non-string with explicit base".to_string(),
+            )),
+        }
+    }
+
+    /// Waitress's `asbool`: `t`, `true`, `y`, `yes`, `on`, `1` (any case, stripped) are true;
+    /// booleans pass through; None and everything else are false.
+    pub fn asbool(v: &Value) -> bool {
+        match v {
+            Value::Bool(b) => *b,
+            Value::None => false,
+            other => {
+                let s = py_str(other);
+                let lowered = py_strip(&s).to_lowercase();
+                matches!(lowered.as_str(), "t" | "true" | "y" | "yes" | "on" | "1")
+            }
+        }
+    }
+
+    fn not_iterable(v: &Value) -> ConfigError {
+        ConfigError(format!("{} object is not iterable", py_repr(type_name(v))))
+    }
+
+    /// Waitress's `aslist`: a string is split into lines, then each line on whitespace (which
+    /// is the same as splitting on whitespace); each item of a list is split the same way.
+    pub fn aslist(v: &Value) -> Result<Vec<String>, ConfigError> {
+        let words = |s: &str| -> Vec<String> {
+            s.split(is_py_space)
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        match v {
+            Value::Str(s) => Ok(words(s)),
+            Value::List(items) => Ok(items.iter().flat_map(|i| words(i)).collect()),
+            other => Err(not_iterable(other)),
+        }
+    }
+
+    /// Waitress's `asset` for `trusted_proxy_headers`, lower-cased as Waitress does before
+    /// checking the names.
+    pub fn asset(v: &Value) -> Result<BTreeSet<String>, ConfigError> {
+        Ok(aslist(v)?.into_iter().map(|s| s.to_lowercase()).collect())
+    }
+
+    /// Waitress's `str_iftruthy`: `str(value)` unless the value is falsy ("", 0, False,
+    /// [] or None), which means "not set".
+    pub fn str_iftruthy(v: &Value) -> Option<String> {
+        let falsy = match v {
+            Value::Str(s) => s.is_empty(),
+            Value::Int(n) => *n == 0,
+            Value::Bool(b) => !*b,
+            Value::List(items) => items.is_empty(),
+            Value::None => true,
+        };
+        (!falsy).then(|| py_str(v))
+    }
+
+    /// Waitress's `slash_fixed_str`: stripped; when not empty, exactly one leading slash
+    /// and no trailing slash (`"//foo//"` gives `"/foo"`, `"/"` stays `"/"`).
+    pub fn slash_fixed_str(v: &Value) -> Result<String, ConfigError> {
+        let Value::Str(s) = v else {
+            return Err(ConfigError(format!(
+                "{} object has no attribute 'strip'",
+                py_repr(type_name(v))
+            )));
+        };
+        let s = py_strip(s);
+        if s.is_empty() {
+            return Ok(String::new());
+        }
+        Ok(format!(
+            "/{}",
+            s.trim_start_matches('/').trim_end_matches('/')
+        ))
+    }
+}
+
+/// Waitress's DeprecationWarning when `send_bytes` is given.
+pub const SEND_BYTES_DEPRECATED: &str = "send_bytes will be removed in a future release";
+
+/// Waitress's DeprecationWarning when `trusted_proxy` is set but no header is trusted.
+pub const IMPLICIT_PROXY_HEADERS_DEPRECATED: &str =
+    "No proxy headers were marked as trusted, but trusted_proxy was set. \
+     Implicitly trusting X-Forwarded-Proto for backwards compatibility. \
+     This will be removed in future versions of waitress.";
+
+/// The values `trusted_proxy_headers` may hold, sorted (Waitress lists them in set order).
+pub const KNOWN_PROXY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-by",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+];
+
+/// Waitress's message when `getaddrinfo` refuses a `listen` entry; ours when it cannot parse.
+pub const INVALID_HOST_PORT: &str = "Invalid host/port specified.";
+
+/// The port of a bare `listen` host and of `host` given without `port`.
+const DEFAULT_PORT: u16 = 8080;
+
+/// The host of `port` given without `host`.
+const DEFAULT_HOST: &str = "0.0.0.0";
+
+fn unknown(name: &str) -> ConfigError {
+    ConfigError(format!("Unknown adjustment {}", py_repr(name)))
+}
+
+fn lookup(name: &str) -> Result<&'static Setting, ConfigError> {
+    setting(name).ok_or_else(|| unknown(name))
+}
+
+/// Prefixes a cast's Python message with the setting's name, so the user knows which one.
+fn named<T>(s: &Setting, r: Result<T, ConfigError>) -> Result<T, ConfigError> {
+    r.map_err(|e| ConfigError(format!("{}: {}", s.name, e.0)))
+}
+
+fn out_of_range(s: &Setting, n: i64) -> ConfigError {
+    let msg = if s.kind == Kind::Octal {
+        format!(
+            "{} must be an octal mode between 0 and {:o}, got {}",
+            s.name,
+            s.max,
+            fmt_octal(n)
+        )
+    } else if s.max == i64::MAX {
+        format!("{} must be at least {}, got {}", s.name, s.min, n)
+    } else {
+        format!(
+            "{} must be between {} and {}, got {}",
+            s.name, s.min, s.max, n
+        )
+    };
+    ConfigError(msg)
+}
+
+fn fmt_octal(n: i64) -> String {
+    if n < 0 {
+        format!("-{:o}", n.unsigned_abs())
+    } else {
+        format!("{n:o}")
+    }
+}
+
+/// The integer value of an integer-kind setting, cast and range-checked.
+fn int_value(s: &Setting, v: &Value) -> Result<i64, ConfigError> {
+    let n = if s.kind == Kind::Octal {
+        named(s, asoctal(v))?
+    } else {
+        named(s, py_int(v))?
+    };
+    if n < s.min || n > s.max {
+        return Err(out_of_range(s, n));
+    }
+    Ok(n)
+}
+
+/// An integer-kind setting converted to its field's type.
+fn int_field<T: TryFrom<i64>>(s: &Setting, v: &Value) -> Result<T, ConfigError> {
+    let n = int_value(s, v)?;
+    T::try_from(n).map_err(|_| out_of_range(s, n))
+}
+
+fn seconds_field(s: &Setting, v: &Value) -> Result<Duration, ConfigError> {
+    int_field::<u64>(s, v).map(Duration::from_secs)
+}
+
+/// Casts one setting the way Waitress does (plus maitre's range checks) and returns the
+/// result as a normalised [`Value`]: `Int` for integers, octal modes and seconds, `Bool`,
+/// `List` (sorted for sets), `Str`, or `None` for an unset `str_iftruthy`. `sockets` is
+/// returned unchanged: only the Python layer can check socket objects.
+pub fn cast(name: &str, v: &Value) -> Result<Value, ConfigError> {
+    let s = lookup(name)?;
+    Ok(match s.kind {
+        Kind::Str => Value::Str(py_str(v)),
+        Kind::Int | Kind::Octal | Kind::Seconds => Value::Int(int_value(s, v)?),
+        Kind::Bool => Value::Bool(asbool(v)),
+        Kind::List => Value::List(named(s, aslist(v))?),
+        Kind::Set => Value::List(named(s, asset(v))?.into_iter().collect()),
+        Kind::StrIfTruthy => str_iftruthy(v).map_or(Value::None, Value::Str),
+        Kind::SlashFixedStr => Value::Str(named(s, slash_fixed_str(v))?),
+        Kind::Sockets => v.clone(),
+    })
+}
+
+/// Waitress's rules about which ways of choosing listeners exclude each other. They look
+/// only at which names were given, not at the values, in Waitress's order. `from_pairs`
+/// applies them; the Python layer may call this too (it is the one that sees `sockets`).
+pub fn check_combinations(given: &[&str]) -> Result<(), ConfigError> {
+    let has = |name: &str| given.contains(&name);
+    let host_or_port = has("host") || has("port");
+    let rules = [
+        (
+            has("listen") && host_or_port,
+            "host or port may not be set if listen is set.",
+        ),
+        (
+            has("listen") && has("sockets"),
+            "socket may not be set if listen is set.",
+        ),
+        (
+            has("sockets") && host_or_port,
+            "host or port may not be set if sockets is set.",
+        ),
+        (
+            has("sockets") && has("unix_socket"),
+            "unix_socket may not be set if sockets is set",
+        ),
+        (
+            has("unix_socket") && host_or_port,
+            "unix_socket may not be set if host or port is set",
+        ),
+        (
+            has("unix_socket") && has("listen"),
+            "unix_socket may not be set if listen is set",
+        ),
+    ];
+    match rules.iter().find(|(broken, _)| *broken) {
+        Some((_, msg)) => Err(ConfigError(msg.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Builds a [`Config`] from `(name, value)` pairs; see [`Config::from_pairs_with_warnings`].
+pub fn from_pairs(pairs: &[(&str, Value)]) -> Result<Config, ConfigError> {
+    Config::from_pairs(pairs)
+}
+
+/// Builds a [`Config`] and returns Waitress's DeprecationWarning texts alongside it.
+pub fn from_pairs_with_warnings(
+    pairs: &[(&str, Value)],
+) -> Result<(Config, Vec<String>), ConfigError> {
+    Config::from_pairs_with_warnings(pairs)
+}
+
+/// Which address families getaddrinfo is asked for (`ipv4` / `ipv6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressFamily {
+    /// AF_UNSPEC. Also what Waitress uses when both `ipv4` and `ipv6` are false.
+    Any,
+    V4,
+    V6,
+}
+
+impl Config {
+    /// Builds a [`Config`] from `(name, value)` pairs the way `Adjustments(**kw)` does,
+    /// discarding the warnings. Later pairs win over earlier ones with the same name.
+    ///
+    /// `sockets` is accepted and skipped: the Python layer keeps the socket objects and
+    /// checks them (`Adjustments.check_sockets`); its presence still counts for
+    /// [`check_combinations`].
+    pub fn from_pairs(pairs: &[(&str, Value)]) -> Result<Config, ConfigError> {
+        Self::from_pairs_with_warnings(pairs).map(|(config, _)| config)
+    }
+
+    /// Like [`Config::from_pairs`], also returning the texts of the DeprecationWarnings
+    /// Waitress would issue ([`SEND_BYTES_DEPRECATED`], [`IMPLICIT_PROXY_HEADERS_DEPRECATED`]).
+    /// Checks run in Waitress's order: combinations, casts (name by name), `listen`, proxies.
+    pub fn from_pairs_with_warnings(
+        pairs: &[(&str, Value)],
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let names: Vec<&str> = pairs.iter().map(|(name, _)| *name).collect();
+        check_combinations(&names)?;
+        let mut warnings = Vec::new();
+        if names.contains(&"send_bytes") {
+            warnings.push(SEND_BYTES_DEPRECATED.to_string());
+        }
+        let mut config = Config::default();
+        for (name, value) in pairs {
+            config.apply(name, value)?;
+        }
+        if config.host.is_some() || config.port.is_some() {
+            config.listen = vec![config.host_port_entry()];
+        }
+        if config.listen.is_empty() {
+            return Err(ConfigError(
+                "listen must name at least one address".to_string(),
+            ));
+        }
+        config.listen_entries()?;
+        config.check_proxy(&mut warnings)?;
+        Ok((config, warnings))
+    }
+
+    /// Casts one value and stores it in its field.
+    fn apply(&mut self, name: &str, v: &Value) -> Result<(), ConfigError> {
+        let s = lookup(name)?;
+        match s.name {
+            "host" => self.host = Some(py_str(v)),
+            "port" => self.port = Some(int_field(s, v)?),
+            "ipv4" => self.ipv4 = asbool(v),
+            "ipv6" => self.ipv6 = asbool(v),
+            "listen" => self.listen = named(s, aslist(v))?,
+            "threads" => self.threads = int_field(s, v)?,
+            "trusted_proxy" => self.trusted_proxy = str_iftruthy(v),
+            "trusted_proxy_count" => self.trusted_proxy_count = Some(int_field(s, v)?),
+            "trusted_proxy_headers" => self.trusted_proxy_headers = named(s, asset(v))?,
+            "log_untrusted_proxy_headers" => self.log_untrusted_proxy_headers = asbool(v),
+            "clear_untrusted_proxy_headers" => self.clear_untrusted_proxy_headers = asbool(v),
+            "url_scheme" => self.url_scheme = py_str(v),
+            "url_prefix" => self.url_prefix = named(s, slash_fixed_str(v))?,
+            "backlog" => self.backlog = int_field(s, v)?,
+            "recv_bytes" => self.recv_bytes = int_field(s, v)?,
+            "send_bytes" => self.send_bytes = int_field(s, v)?,
+            "outbuf_overflow" => self.outbuf_overflow = int_field(s, v)?,
+            "outbuf_high_watermark" => self.outbuf_high_watermark = int_field(s, v)?,
+            "inbuf_overflow" => self.inbuf_overflow = int_field(s, v)?,
+            "connection_limit" => self.connection_limit = int_field(s, v)?,
+            "cleanup_interval" => self.cleanup_interval = seconds_field(s, v)?,
+            "channel_timeout" => self.channel_timeout = seconds_field(s, v)?,
+            "log_socket_errors" => self.log_socket_errors = asbool(v),
+            "max_request_header_size" => self.max_request_header_size = int_field(s, v)?,
+            "max_request_body_size" => self.max_request_body_size = int_field(s, v)?,
+            "expose_tracebacks" => self.expose_tracebacks = asbool(v),
+            "ident" => self.ident = str_iftruthy(v),
+            "asyncore_loop_timeout" => self.asyncore_loop_timeout = seconds_field(s, v)?,
+            "asyncore_use_poll" => self.asyncore_use_poll = asbool(v),
+            "unix_socket" => self.unix_socket = Some(py_str(v)),
+            "unix_socket_perms" => self.unix_socket_perms = int_field(s, v)?,
+            "channel_request_lookahead" => self.channel_request_lookahead = int_field(s, v)?,
+            "server_name" => self.server_name = py_str(v),
+            // The Python layer owns the socket objects and checks them.
+            "sockets" => {}
+            // Every row of the table has an arm above; this only guards against a new row.
+            _ => return Err(unknown(name)),
+        }
+        Ok(())
+    }
+
+    /// `host`/`port` given: the one `listen` entry they make, the missing part defaulted.
+    /// An IPv6 host is bracketed so the entry parses back unambiguously.
+    fn host_port_entry(&self) -> String {
+        let host = self.host.as_deref().unwrap_or(DEFAULT_HOST);
+        let port = self.port.unwrap_or(DEFAULT_PORT);
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+
+    /// Waitress's trusted-proxy rules, in its order and with its messages.
+    fn check_proxy(&mut self, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+        if self.trusted_proxy_count.is_some() && self.trusted_proxy.is_none() {
+            return Err(ConfigError(
+                "trusted_proxy_count has no meaning without setting trusted_proxy".to_string(),
+            ));
+        }
+        if self.trusted_proxy_headers.is_empty() {
+            if self.trusted_proxy.is_some() {
+                warnings.push(IMPLICIT_PROXY_HEADERS_DEPRECATED.to_string());
+                self.trusted_proxy_headers = BTreeSet::from(["x-forwarded-proto".to_string()]);
+            }
+            return Ok(());
+        }
+        if self.trusted_proxy.is_none() {
+            return Err(ConfigError(
+                "trusted_proxy_headers has no meaning without setting trusted_proxy".to_string(),
+            ));
+        }
+        let unknown: Vec<&str> = self
+            .trusted_proxy_headers
+            .iter()
+            .map(String::as_str)
+            .filter(|h| !KNOWN_PROXY_HEADERS.contains(h))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ConfigError(format!(
+                "Received unknown trusted_proxy_headers value ({}) expected one of {}",
+                unknown.join(", "),
+                KNOWN_PROXY_HEADERS.join(", ")
+            )));
+        }
+        if self.trusted_proxy_headers.contains("forwarded") && self.trusted_proxy_headers.len() > 1
+        {
+            return Err(ConfigError(
+                "The Forwarded proxy header and the X-Forwarded-{By,Host,Proto,Port,For} \
+                 headers are mutually exclusive. Can't trust both!"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The hop count the proxy code uses: Waitress turns an unset count into 1.
+    pub fn effective_trusted_proxy_count(&self) -> usize {
+        self.trusted_proxy_count.unwrap_or(1)
+    }
+
+    /// The families to ask getaddrinfo for, as Waitress derives them from `ipv4`/`ipv6`.
+    pub fn address_family(&self) -> AddressFamily {
+        match (self.ipv4, self.ipv6) {
+            (true, false) => AddressFamily::V4,
+            (false, true) => AddressFamily::V6,
+            _ => AddressFamily::Any,
+        }
+    }
+
+    /// Every `listen` entry as a host and a port, without DNS. A bare host takes `port`
+    /// (8080 unless given). An IP literal of a disabled family is refused here, as
+    /// getaddrinfo would refuse it; host and service names are left to the driver.
+    pub fn listen_entries(&self) -> Result<Vec<ListenSpec>, ConfigError> {
+        let default_port = self.port.unwrap_or(DEFAULT_PORT);
+        let family = self.address_family();
+        self.listen
+            .iter()
+            .map(|entry| {
+                let spec = ListenSpec::parse(entry, default_port)
+                    .filter(|spec| spec.host.allowed_in(family))
+                    .ok_or_else(|| ConfigError(INVALID_HOST_PORT.to_string()))?;
+                spec.port.check_platform()?;
+                Ok(spec)
+            })
+            .collect()
+    }
+
+    /// A setting's value as Waitress's `Adjustments` attribute would hold it after
+    /// construction, in the [`cast`] result's shapes: `host`/`port` report their defaults
+    /// when unset, `trusted_proxy_count` reports 1, durations are whole seconds, `listen`
+    /// keeps the unresolved strings. `None` for `sockets` (Python-only) and unknown names.
+    pub fn value_of(&self, name: &str) -> Option<Value> {
+        let int = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        let secs = |d: Duration| Value::Int(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let opt = |s: &Option<String>| s.clone().map_or(Value::None, Value::Str);
+        Some(match name {
+            "host" => Value::Str(
+                self.host
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_HOST.to_string()),
+            ),
+            "port" => Value::Int(i64::from(self.port.unwrap_or(DEFAULT_PORT))),
+            "ipv4" => Value::Bool(self.ipv4),
+            "ipv6" => Value::Bool(self.ipv6),
+            "listen" => Value::List(self.listen.clone()),
+            "threads" => int(self.threads),
+            "trusted_proxy" => opt(&self.trusted_proxy),
+            "trusted_proxy_count" => int(self.effective_trusted_proxy_count()),
+            "trusted_proxy_headers" => {
+                Value::List(self.trusted_proxy_headers.iter().cloned().collect())
+            }
+            "log_untrusted_proxy_headers" => Value::Bool(self.log_untrusted_proxy_headers),
+            "clear_untrusted_proxy_headers" => Value::Bool(self.clear_untrusted_proxy_headers),
+            "url_scheme" => Value::Str(self.url_scheme.clone()),
+            "url_prefix" => Value::Str(self.url_prefix.clone()),
+            "backlog" => Value::Int(i64::from(self.backlog)),
+            "recv_bytes" => int(self.recv_bytes),
+            "send_bytes" => int(self.send_bytes),
+            "outbuf_overflow" => int(self.outbuf_overflow),
+            "outbuf_high_watermark" => int(self.outbuf_high_watermark),
+            "inbuf_overflow" => int(self.inbuf_overflow),
+            "connection_limit" => int(self.connection_limit),
+            "cleanup_interval" => secs(self.cleanup_interval),
+            "channel_timeout" => secs(self.channel_timeout),
+            "log_socket_errors" => Value::Bool(self.log_socket_errors),
+            "max_request_header_size" => int(self.max_request_header_size),
+            "max_request_body_size" => {
+                Value::Int(i64::try_from(self.max_request_body_size).unwrap_or(i64::MAX))
+            }
+            "expose_tracebacks" => Value::Bool(self.expose_tracebacks),
+            "ident" => opt(&self.ident),
+            "asyncore_loop_timeout" => secs(self.asyncore_loop_timeout),
+            "asyncore_use_poll" => Value::Bool(self.asyncore_use_poll),
+            "unix_socket" => opt(&self.unix_socket),
+            "unix_socket_perms" => Value::Int(i64::from(self.unix_socket_perms)),
+            "channel_request_lookahead" => int(self.channel_request_lookahead),
+            "server_name" => Value::Str(self.server_name.clone()),
+            _ => return None,
+        })
+    }
+}
+
+/// The host part of a `listen` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenHost {
+    /// `*`: every local address of the enabled families (getaddrinfo with no host).
+    Any,
+    /// An IPv4 or IPv6 literal (brackets removed).
+    Ip(IpAddr),
+    /// A host name, or an IPv6 literal with a `%zone`, for getaddrinfo to resolve.
+    Name(String),
+}
+
+impl ListenHost {
+    /// Classifies a host with its brackets removed; `None` when getaddrinfo could not take it.
+    fn parse(host: &str) -> Option<ListenHost> {
+        if host == "*" {
+            return Some(ListenHost::Any);
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Some(ListenHost::Ip(ip));
+        }
+        if let Some((addr, zone)) = host.split_once('%') {
+            let zone_ok = !zone.is_empty() && zone.chars().all(is_name_char);
+            return (addr.parse::<std::net::Ipv6Addr>().is_ok() && zone_ok)
+                .then(|| ListenHost::Name(host.to_string()));
+        }
+        let name_ok = !host.is_empty() && host.chars().all(is_name_char);
+        name_ok.then(|| ListenHost::Name(host.to_string()))
+    }
+
+    /// getaddrinfo restricted to one family refuses a literal of the other one.
+    fn allowed_in(&self, family: AddressFamily) -> bool {
+        !matches!(
+            (self, family),
+            (ListenHost::Ip(IpAddr::V6(_)), AddressFamily::V4)
+                | (ListenHost::Ip(IpAddr::V4(_)), AddressFamily::V6)
+        )
+    }
+}
+
+/// Letters (any script: Python IDNA-encodes them), digits, `-`, `.` and `_`.
+fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '.' | '_')
+}
+
+/// The port part of a `listen` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenPort {
+    Number(u16),
+    /// A service name such as `http`, looked up by the driver (getaddrinfo).
+    Service(String),
+}
+
+impl ListenPort {
+    fn parse(port: &str) -> Option<ListenPort> {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return port.parse::<u16>().ok().map(ListenPort::Number);
+        }
+        // A service name (services(5)) starts with a letter or digit and is not a number.
+        let service_ok = port.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && port
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        service_ok.then(|| ListenPort::Service(port.to_string()))
+    }
+
+    /// Waitress refuses service names on Windows, where getaddrinfo does not take them.
+    fn check_platform(&self) -> Result<(), ConfigError> {
+        if cfg!(windows) && matches!(self, ListenPort::Service(_)) {
+            return Err(ConfigError(
+                "Windows does not support service names instead of port numbers".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One parsed `listen` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub host: ListenHost,
+    pub port: ListenPort,
+}
+
+impl ListenSpec {
+    /// Splits an entry the way Waitress does: at the last `:` unless what follows holds a
+    /// `]` (a bare `[v6]`), then brackets are removed when the host has both.
+    pub fn parse(entry: &str, default_port: u16) -> Option<ListenSpec> {
+        let default = default_port.to_string();
+        let (host, port) = match entry.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => (host, port),
+            _ => (entry, default.as_str()),
+        };
+        let host = if host.contains('[') && host.contains(']') {
+            host.trim_matches('[').trim_end_matches(']')
+        } else {
+            host
+        };
+        Some(ListenSpec {
+            host: ListenHost::parse(host)?,
+            port: ListenPort::parse(port)?,
+        })
+    }
+}
+
+impl fmt::Display for ListenSpec {
+    /// `host:port`, with an IPv6 host in brackets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            ListenHost::Any => f.write_str("*")?,
+            ListenHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
+            ListenHost::Ip(ip) => write!(f, "{ip}")?,
+            ListenHost::Name(name) if name.contains(':') => write!(f, "[{name}]")?,
+            ListenHost::Name(name) => f.write_str(name)?,
+        }
+        match &self.port {
+            ListenPort::Number(n) => write!(f, ":{n}"),
+            ListenPort::Service(s) => write!(f, ":{s}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.to_string())
+    }
+
+    fn list(items: &[&str]) -> Value {
+        Value::List(items.iter().map(|i| i.to_string()).collect())
+    }
+
+    /// from_pairs over string values, as a PasteDeploy file or the CLI gives them.
+    fn from_strs(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let owned: Vec<(&str, Value)> = pairs.iter().map(|(n, v)| (*n, s(v))).collect();
+        Config::from_pairs(&owned)
+    }
+
+    fn err(pairs: &[(&str, Value)]) -> String {
+        match Config::from_pairs(pairs) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    /// Settings whose value is only accepted together with `trusted_proxy`.
+    fn context_for(name: &str) -> Vec<(&'static str, Value)> {
+        match name {
+            "trusted_proxy_count" | "trusted_proxy_headers" => {
+                vec![("trusted_proxy", s("10.0.0.1"))]
+            }
+            // Like getaddrinfo, an IPv6-only server refuses the default 0.0.0.0 listener.
+            "ipv4" => vec![("listen", s("*:8080"))],
+            _ => vec![],
+        }
+    }
+
+    fn with_context(name: &str, v: Value) -> Vec<(&str, Value)> {
+        let mut pairs: Vec<(&str, Value)> = context_for(name);
+        pairs.push((name, v));
+        pairs
+    }
+
+    // ---- the table ----------------------------------------------------------------------
+
+    #[test]
+    fn table_lists_exactly_waitress_params() {
+        let waitress = [
+            "host",
+            "port",
+            "ipv4",
+            "ipv6",
+            "listen",
+            "threads",
+            "trusted_proxy",
+            "trusted_proxy_count",
+            "trusted_proxy_headers",
+            "log_untrusted_proxy_headers",
+            "clear_untrusted_proxy_headers",
+            "url_scheme",
+            "url_prefix",
+            "backlog",
+            "recv_bytes",
+            "send_bytes",
+            "outbuf_overflow",
+            "outbuf_high_watermark",
+            "inbuf_overflow",
+            "connection_limit",
+            "cleanup_interval",
+            "channel_timeout",
+            "log_socket_errors",
+            "max_request_header_size",
+            "max_request_body_size",
+            "expose_tracebacks",
+            "ident",
+            "asyncore_loop_timeout",
+            "asyncore_use_poll",
+            "unix_socket",
+            "unix_socket_perms",
+            "sockets",
+            "channel_request_lookahead",
+            "server_name",
+        ];
+        let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        assert_eq!(names, waitress);
+        assert!(SETTINGS
+            .iter()
+            .all(|s| !s.help.is_empty() && s.help.len() < 120));
+    }
+
+    #[test]
+    fn no_pairs_give_the_default_config() {
+        assert_eq!(Config::from_pairs(&[]), Ok(Config::default()));
+    }
+
+    /// The table's rendered default must be what `Config::default()` holds.
+    #[rstest]
+    fn table_default_matches_config_default(
+        #[values(
+            "host",
+            "port",
+            "ipv4",
+            "ipv6",
+            "listen",
+            "threads",
+            "trusted_proxy",
+            "trusted_proxy_count",
+            "trusted_proxy_headers",
+            "log_untrusted_proxy_headers",
+            "clear_untrusted_proxy_headers",
+            "url_scheme",
+            "url_prefix",
+            "backlog",
+            "recv_bytes",
+            "send_bytes",
+            "outbuf_overflow",
+            "outbuf_high_watermark",
+            "inbuf_overflow",
+            "connection_limit",
+            "cleanup_interval",
+            "channel_timeout",
+            "log_socket_errors",
+            "max_request_header_size",
+            "max_request_body_size",
+            "expose_tracebacks",
+            "ident",
+            "asyncore_loop_timeout",
+            "asyncore_use_poll",
+            "unix_socket",
+            "unix_socket_perms",
+            "channel_request_lookahead",
+            "server_name"
+        )]
+        name: &str,
+    ) {
+        let row = setting(name).expect("in the table");
+        let actual = Config::default()
+            .value_of(name)
+            .expect("a Rust-side setting");
+        let rendered = cast(name, &s(row.default));
+        // An empty default may also stand for "unset" (unix_socket: None).
+        let unset = row.default.is_empty() && actual == Value::None;
+        assert!(
+            rendered == Ok(actual.clone()) || unset,
+            "{name}: {rendered:?} vs {actual:?}"
+        );
+    }
+
+    #[test]
+    fn sockets_is_listed_but_python_only() {
+        let row = setting("sockets").expect("listed");
+        assert!(row.is_python_only());
+        assert_eq!(Config::default().value_of("sockets"), None);
+        assert_eq!(cast("sockets", &list(&[])), Ok(list(&[])));
+        assert_eq!(
+            Config::from_pairs(&[("sockets", list(&[]))]),
+            Ok(Config::default())
+        );
+    }
+
+    #[rstest]
+    #[case("max_request_body_size", "--max-request-body-size", false)]
+    #[case("expose_tracebacks", "--expose-tracebacks", true)]
+    #[case("host", "--host", false)]
+    fn cli_option_names(#[case] name: &str, #[case] option: &str, #[case] flag: bool) {
+        let row = setting(name).expect("in the table");
+        assert_eq!(row.option(), option);
+        assert_eq!(row.is_flag(), flag);
+    }
+
+    // ---- each setting from a string (PasteDeploy, CLI) --------------------------------
+
+    #[rstest]
+    #[case("host", "example.org", s("example.org"))]
+    #[case("port", " 9090\n", Value::Int(9090))]
+    #[case("port", "0", Value::Int(0))]
+    #[case("ipv4", "off", Value::Bool(false))]
+    #[case("ipv6", " YES ", Value::Bool(true))]
+    #[case("listen", "127.0.0.1:1 \n [::1]:2\t*:3", list(&["127.0.0.1:1", "[::1]:2", "*:3"]))]
+    #[case("threads", "1_6", Value::Int(16))]
+    #[case("trusted_proxy", "10.0.0.1", s("10.0.0.1"))]
+    #[case("trusted_proxy", "", Value::None)]
+    #[case("trusted_proxy_count", "+2", Value::Int(2))]
+    #[case("trusted_proxy_headers", "X-Forwarded-For\nx-forwarded-HOST", list(&["x-forwarded-for", "x-forwarded-host"]))]
+    #[case("log_untrusted_proxy_headers", "t", Value::Bool(true))]
+    #[case("clear_untrusted_proxy_headers", "false", Value::Bool(false))]
+    #[case("url_scheme", "https", s("https"))]
+    #[case("url_prefix", " //foo/bar// ", s("/foo/bar"))]
+    #[case("url_prefix", "", s(""))]
+    #[case("url_prefix", "/", s("/"))]
+    #[case("backlog", "0", Value::Int(0))]
+    #[case("recv_bytes", "16384", Value::Int(16384))]
+    #[case("send_bytes", "0", Value::Int(0))]
+    #[case("outbuf_overflow", "007", Value::Int(7))]
+    #[case("outbuf_high_watermark", "0", Value::Int(0))]
+    #[case("inbuf_overflow", "1_048_576", Value::Int(1_048_576))]
+    #[case("connection_limit", "1", Value::Int(1))]
+    #[case("cleanup_interval", "5", Value::Int(5))]
+    #[case("channel_timeout", "0", Value::Int(0))]
+    #[case("log_socket_errors", "0", Value::Bool(false))]
+    #[case("max_request_header_size", "1024", Value::Int(1024))]
+    #[case("max_request_body_size", "9223372036854775807", Value::Int(i64::MAX))]
+    #[case("expose_tracebacks", "On", Value::Bool(true))]
+    #[case("ident", "", Value::None)]
+    #[case("ident", "waitress", s("waitress"))]
+    #[case("asyncore_loop_timeout", "3", Value::Int(3))]
+    #[case("asyncore_use_poll", "y", Value::Bool(true))]
+    #[case("unix_socket", "/tmp/m.sock", s("/tmp/m.sock"))]
+    #[case("unix_socket_perms", "660", Value::Int(0o660))]
+    #[case("unix_socket_perms", "0o7_77", Value::Int(0o777))]
+    #[case("channel_request_lookahead", "5", Value::Int(5))]
+    #[case("server_name", " example.org ", s(" example.org "))]
+    fn string_value_is_cast(#[case] name: &str, #[case] input: &str, #[case] expected: Value) {
+        assert_eq!(cast(name, &s(input)), Ok(expected.clone()));
+        let config = Config::from_pairs(&with_context(name, s(input))).expect("valid");
+        assert_eq!(config.value_of(name), Some(expected));
+    }
+
+    // ---- each setting from a native Python value -----------------------------------------
+
+    #[rstest]
+    #[case("host", Value::Int(5), s("5"))]
+    #[case("port", Value::Int(8443), Value::Int(8443))]
+    #[case("port", Value::Bool(true), Value::Int(1))]
+    #[case("ipv4", Value::Bool(false), Value::Bool(false))]
+    #[case("ipv6", Value::None, Value::Bool(false))]
+    #[case("ipv6", Value::Int(1), Value::Bool(true))]
+    #[case("ipv6", Value::Int(2), Value::Bool(false))]
+    #[case("listen", list(&["127.0.0.1:1 127.0.0.1:2", "[::1]:3"]), list(&["127.0.0.1:1", "127.0.0.1:2", "[::1]:3"]))]
+    #[case("threads", Value::Int(8), Value::Int(8))]
+    #[case("trusted_proxy", Value::None, Value::None)]
+    #[case("trusted_proxy", Value::Int(0), Value::None)]
+    #[case("trusted_proxy_count", Value::Int(3), Value::Int(3))]
+    #[case("trusted_proxy_headers", list(&["Forwarded"]), list(&["forwarded"]))]
+    #[case("log_untrusted_proxy_headers", Value::Bool(true), Value::Bool(true))]
+    #[case(
+        "clear_untrusted_proxy_headers",
+        Value::Bool(false),
+        Value::Bool(false)
+    )]
+    #[case("url_scheme", Value::Bool(true), s("True"))]
+    #[case("backlog", Value::Int(2_147_483_647), Value::Int(2_147_483_647))]
+    #[case("recv_bytes", Value::Int(1), Value::Int(1))]
+    #[case("send_bytes", Value::Int(9000), Value::Int(9000))]
+    #[case("outbuf_overflow", Value::Int(0), Value::Int(0))]
+    #[case("outbuf_high_watermark", Value::Int(1), Value::Int(1))]
+    #[case("inbuf_overflow", Value::Int(1), Value::Int(1))]
+    #[case("connection_limit", Value::Int(1000), Value::Int(1000))]
+    #[case("cleanup_interval", Value::Int(1), Value::Int(1))]
+    #[case("channel_timeout", Value::Int(3600), Value::Int(3600))]
+    #[case("log_socket_errors", Value::Bool(false), Value::Bool(false))]
+    #[case("max_request_header_size", Value::Int(0), Value::Int(0))]
+    #[case("max_request_body_size", Value::Int(0), Value::Int(0))]
+    #[case("expose_tracebacks", Value::Bool(true), Value::Bool(true))]
+    #[case("ident", Value::None, Value::None)]
+    #[case("ident", Value::Bool(false), Value::None)]
+    #[case("asyncore_loop_timeout", Value::Int(0), Value::Int(0))]
+    #[case("asyncore_use_poll", Value::Bool(true), Value::Bool(true))]
+    #[case("unix_socket", Value::Str("relative.sock".into()), s("relative.sock"))]
+    #[case("unix_socket_perms", Value::Int(0o660), Value::Int(0o660))]
+    #[case("channel_request_lookahead", Value::Int(0), Value::Int(0))]
+    #[case("server_name", Value::None, s("None"))]
+    fn native_value_is_cast(#[case] name: &str, #[case] input: Value, #[case] expected: Value) {
+        assert_eq!(cast(name, &input), Ok(expected.clone()));
+        let config = Config::from_pairs(&with_context(name, input)).expect("valid");
+        assert_eq!(config.value_of(name), Some(expected));
+    }
+
+    #[test]
+    fn typed_fields_are_filled() {
+        let config = from_strs(&[
+            ("cleanup_interval", "7"),
+            ("channel_timeout", "8"),
+            ("asyncore_loop_timeout", "9"),
+            ("unix_socket", "/run/m.sock"),
+            ("unix_socket_perms", "644"),
+            ("ident", "x"),
+            ("max_request_body_size", "5"),
+        ])
+        .expect("valid");
+        assert_eq!(config.cleanup_interval, Duration::from_secs(7));
+        assert_eq!(config.channel_timeout, Duration::from_secs(8));
+        assert_eq!(config.asyncore_loop_timeout, Duration::from_secs(9));
+        assert_eq!(config.unix_socket.as_deref(), Some("/run/m.sock"));
+        assert_eq!(config.unix_socket_perms, 0o644);
+        assert_eq!(config.ident.as_deref(), Some("x"));
+        assert_eq!(config.max_request_body_size, 5);
+    }
+
+    #[test]
+    fn later_pairs_win() {
+        let config = from_strs(&[("threads", "2"), ("threads", "3")]).expect("valid");
+        assert_eq!(config.threads, 3);
+    }
+
+    // ---- invalid values ------------------------------------------------------------------
+
+    #[rstest]
+    #[case(
+        "port",
+        s("abc"),
+        "port: invalid literal for int() with base 10: 'abc'"
+    )]
+    #[case("port", s("70000"), "port must be between 0 and 65535, got 70000")]
+    #[case("port", s("-1"), "port must be between 0 and 65535, got -1")]
+    #[case(
+        "port",
+        s("80 80"),
+        "port: invalid literal for int() with base 10: '80 80'"
+    )]
+    #[case(
+        "port",
+        s("0x50"),
+        "port: invalid literal for int() with base 10: '0x50'"
+    )]
+    #[case("port", Value::None, "port: int() argument must be a string, a bytes-like object or a real number, not 'NoneType'")]
+    #[case("listen", Value::Int(1), "listen: 'int' object is not iterable")]
+    #[case("listen", Value::None, "listen: 'NoneType' object is not iterable")]
+    #[case("threads", s("0"), "threads must be at least 1, got 0")]
+    #[case(
+        "threads",
+        s("1__0"),
+        "threads: invalid literal for int() with base 10: '1__0'"
+    )]
+    #[case(
+        "threads",
+        s("_1"),
+        "threads: invalid literal for int() with base 10: '_1'"
+    )]
+    #[case(
+        "threads",
+        s("1_"),
+        "threads: invalid literal for int() with base 10: '1_'"
+    )]
+    #[case(
+        "threads",
+        s(""),
+        "threads: invalid literal for int() with base 10: ''"
+    )]
+    #[case(
+        "threads",
+        s("- 1"),
+        "threads: invalid literal for int() with base 10: '- 1'"
+    )]
+    #[case(
+        "threads",
+        s("4.0"),
+        "threads: invalid literal for int() with base 10: '4.0'"
+    )]
+    #[case(
+        "threads",
+        s("it's"),
+        "threads: invalid literal for int() with base 10: \"it's\""
+    )]
+    #[case("threads", list(&["1"]), "threads: int() argument must be a string, a bytes-like object or a real number, not 'list'")]
+    #[case(
+        "trusted_proxy_count",
+        s("0"),
+        "trusted_proxy_count must be at least 1, got 0"
+    )]
+    #[case(
+        "trusted_proxy_headers",
+        Value::Bool(true),
+        "trusted_proxy_headers: 'bool' object is not iterable"
+    )]
+    #[case(
+        "url_prefix",
+        Value::Int(1),
+        "url_prefix: 'int' object has no attribute 'strip'"
+    )]
+    #[case(
+        "url_prefix",
+        Value::None,
+        "url_prefix: 'NoneType' object has no attribute 'strip'"
+    )]
+    #[case("backlog", s("-1"), "backlog must be between 0 and 2147483647, got -1")]
+    #[case(
+        "backlog",
+        s("2147483648"),
+        "backlog must be between 0 and 2147483647, got 2147483648"
+    )]
+    #[case("recv_bytes", s("0"), "recv_bytes must be at least 1, got 0")]
+    #[case("send_bytes", s("-5"), "send_bytes must be at least 0, got -5")]
+    #[case(
+        "outbuf_overflow",
+        s("-1"),
+        "outbuf_overflow must be at least 0, got -1"
+    )]
+    #[case("outbuf_high_watermark", Value::Int(-1), "outbuf_high_watermark must be at least 0, got -1")]
+    #[case(
+        "inbuf_overflow",
+        s("1k"),
+        "inbuf_overflow: invalid literal for int() with base 10: '1k'"
+    )]
+    #[case(
+        "connection_limit",
+        s("0"),
+        "connection_limit must be at least 1, got 0"
+    )]
+    #[case(
+        "cleanup_interval",
+        s("0"),
+        "cleanup_interval must be at least 1, got 0"
+    )]
+    #[case(
+        "cleanup_interval",
+        s("1.5"),
+        "cleanup_interval: invalid literal for int() with base 10: '1.5'"
+    )]
+    #[case(
+        "channel_timeout",
+        s("-1"),
+        "channel_timeout must be at least 0, got -1"
+    )]
+    #[case(
+        "max_request_header_size",
+        s("-1"),
+        "max_request_header_size must be at least 0, got -1"
+    )]
+    #[case(
+        "max_request_body_size",
+        s("1GB"),
+        "max_request_body_size: invalid literal for int() with base 10: '1GB'"
+    )]
+    #[case(
+        "max_request_body_size",
+        s("99999999999999999999"),
+        "max_request_body_size: integer too large: '99999999999999999999'"
+    )]
+    #[case(
+        "asyncore_loop_timeout",
+        s("-2"),
+        "asyncore_loop_timeout must be at least 0, got -2"
+    )]
+    #[case(
+        "unix_socket_perms",
+        s("999"),
+        "unix_socket_perms: invalid literal for int() with base 8: '999'"
+    )]
+    #[case(
+        "unix_socket_perms",
+        s("0x1ff"),
+        "unix_socket_perms: invalid literal for int() with base 8: '0x1ff'"
+    )]
+    #[case(
+        "unix_socket_perms",
+        s("17777"),
+        "unix_socket_perms must be an octal mode between 0 and 7777, got 17777"
+    )]
+    #[case("unix_socket_perms", Value::Int(-1), "unix_socket_perms must be an octal mode between 0 and 7777, got -1")]
+    #[case(
+        "unix_socket_perms",
+        Value::Bool(true),
+        "unix_socket_perms: int() can't convert non-string with explicit base"
+    )]
+    #[case(
+        "channel_request_lookahead",
+        s("-1"),
+        "channel_request_lookahead must be at least 0, got -1"
+    )]
+    #[case("nope", Value::Bool(true), "Unknown adjustment 'nope'")]
+    #[case("it's", s("1"), "Unknown adjustment \"it's\"")]
+    fn invalid_value_is_refused(#[case] name: &str, #[case] input: Value, #[case] message: &str) {
+        assert_eq!(cast(name, &input), Err(ConfigError(message.to_string())));
+        assert_eq!(err(&with_context(name, input)), message);
+    }
+
+    #[test]
+    fn first_bad_pair_in_order_wins() {
+        assert_eq!(
+            err(&[("threads", s("x")), ("bogus", s("1"))]),
+            "threads: invalid literal for int() with base 10: 'x'"
+        );
+        assert_eq!(
+            err(&[("bogus", s("1")), ("threads", s("x"))]),
+            "Unknown adjustment 'bogus'"
+        );
+    }
+
+    #[test]
+    fn explicitly_empty_listen_is_refused() {
+        assert_eq!(
+            err(&[("listen", s(" \n "))]),
+            "listen must name at least one address"
+        );
+    }
+
+    // ---- cross-field rules ---------------------------------------------------------------
+
+    #[rstest]
+    #[case(&[("listen", "1.2.3.4:80"), ("host", "h")], "host or port may not be set if listen is set.")]
+    #[case(&[("port", "1"), ("listen", "1.2.3.4:80")], "host or port may not be set if listen is set.")]
+    #[case(&[("listen", "1.2.3.4:80"), ("sockets", "")], "socket may not be set if listen is set.")]
+    #[case(&[("sockets", ""), ("host", "h")], "host or port may not be set if sockets is set.")]
+    #[case(&[("sockets", ""), ("port", "1")], "host or port may not be set if sockets is set.")]
+    #[case(&[("sockets", ""), ("unix_socket", "/s")], "unix_socket may not be set if sockets is set")]
+    #[case(&[("unix_socket", "/s"), ("host", "h")], "unix_socket may not be set if host or port is set")]
+    #[case(&[("unix_socket", "/s"), ("port", "1")], "unix_socket may not be set if host or port is set")]
+    #[case(&[("unix_socket", "/s"), ("listen", "h:1")], "unix_socket may not be set if listen is set")]
+    // Combinations are checked before anything is cast, as in Waitress.
+    #[case(&[("port", "bad"), ("listen", "h:1")], "host or port may not be set if listen is set.")]
+    #[case(&[("trusted_proxy_count", "2")], "trusted_proxy_count has no meaning without setting trusted_proxy")]
+    #[case(&[("trusted_proxy", ""), ("trusted_proxy_count", "2")], "trusted_proxy_count has no meaning without setting trusted_proxy")]
+    #[case(&[("trusted_proxy_headers", "forwarded")], "trusted_proxy_headers has no meaning without setting trusted_proxy")]
+    #[case(&[("trusted_proxy", "*"), ("trusted_proxy_headers", "x-forwarded-for x-real-ip x-bogus")],
+        "Received unknown trusted_proxy_headers value (x-bogus, x-real-ip) expected one of forwarded, \
+         x-forwarded-by, x-forwarded-for, x-forwarded-host, x-forwarded-port, x-forwarded-proto")]
+    #[case(&[("trusted_proxy", "*"), ("trusted_proxy_headers", "Forwarded X-Forwarded-For")],
+        "The Forwarded proxy header and the X-Forwarded-{By,Host,Proto,Port,For} headers are \
+         mutually exclusive. Can't trust both!")]
+    // The unknown-name check runs before the mutual exclusion.
+    #[case(&[("trusted_proxy", "*"), ("trusted_proxy_headers", "forwarded x-nope")],
+        "Received unknown trusted_proxy_headers value (x-nope) expected one of forwarded, \
+         x-forwarded-by, x-forwarded-for, x-forwarded-host, x-forwarded-port, x-forwarded-proto")]
+    #[case(&[("listen", "bad/host:80")], "Invalid host/port specified.")]
+    #[case(&[("host", "")], "Invalid host/port specified.")]
+    #[case(&[("ipv4", "false"), ("listen", "127.0.0.1:8080")], "Invalid host/port specified.")]
+    #[case(&[("ipv6", "false"), ("listen", "[::]:8080")], "Invalid host/port specified.")]
+    // Waitress too: getaddrinfo("0.0.0.0", AF_INET6) fails for the default listener.
+    #[case(&[("ipv4", "false")], "Invalid host/port specified.")]
+    fn cross_field_rule(#[case] pairs: &[(&str, &str)], #[case] message: &str) {
+        assert_eq!(from_strs(pairs), Err(ConfigError(message.to_string())));
+    }
+
+    #[rstest]
+    #[case(&["listen", "sockets"], Err("socket may not be set if listen is set."))]
+    #[case(&["sockets", "threads", "ipv4"], Ok(()))]
+    #[case(&["unix_socket", "unix_socket_perms"], Ok(()))]
+    fn combinations_can_be_checked_alone(
+        #[case] given: &[&str],
+        #[case] expected: Result<(), &str>,
+    ) {
+        assert_eq!(
+            check_combinations(given),
+            expected.map_err(|m| ConfigError(m.to_string()))
+        );
+    }
+
+    #[rstest]
+    #[case(&[("host", "127.0.0.1")], &["127.0.0.1:8080"])]
+    #[case(&[("port", "9000")], &["0.0.0.0:9000"])]
+    #[case(&[("host", "::1"), ("port", "81")], &["[::1]:81"])]
+    #[case(&[("host", "[::1]"), ("port", "81")], &["[::1]:81"])]
+    #[case(&[("host", "0.0.0.0"), ("port", "8080")], &["0.0.0.0:8080"])]
+    #[case(&[("host", "*")], &["*:8080"])]
+    #[case(&[("unix_socket", "/s")], &["0.0.0.0:8080"])]
+    fn host_and_port_make_listen(#[case] pairs: &[(&str, &str)], #[case] listen: &[&str]) {
+        let config = from_strs(pairs).expect("valid");
+        assert_eq!(config.listen, listen);
+    }
+
+    #[test]
+    fn host_and_port_are_recorded_only_when_given() {
+        let config = from_strs(&[("port", "9000")]).expect("valid");
+        assert_eq!((config.host, config.port), (None, Some(9000)));
+        let config = from_strs(&[("host", "0.0.0.0")]).expect("valid");
+        assert_eq!(
+            (config.host.as_deref(), config.port),
+            (Some("0.0.0.0"), None)
+        );
+    }
+
+    #[rstest]
+    #[case(&[("send_bytes", "1")], &[SEND_BYTES_DEPRECATED], &[])]
+    #[case(&[("trusted_proxy", "10.0.0.1")], &[IMPLICIT_PROXY_HEADERS_DEPRECATED], &["x-forwarded-proto"])]
+    #[case(&[("send_bytes", "9000"), ("trusted_proxy", "*")],
+        &[SEND_BYTES_DEPRECATED, IMPLICIT_PROXY_HEADERS_DEPRECATED], &["x-forwarded-proto"])]
+    #[case(&[("trusted_proxy", "*"), ("trusted_proxy_headers", "x-forwarded-for X-Forwarded-Host")],
+        &[], &["x-forwarded-for", "x-forwarded-host"])]
+    #[case(&[("trusted_proxy", "*"), ("trusted_proxy_headers", "forwarded forwarded")], &[], &["forwarded"])]
+    #[case(&[("trusted_proxy", ""), ("trusted_proxy_headers", "")], &[], &[])]
+    #[case(&[], &[], &[])]
+    fn warnings_and_trusted_headers(
+        #[case] pairs: &[(&str, &str)],
+        #[case] warnings: &[&str],
+        #[case] headers: &[&str],
+    ) {
+        let owned: Vec<(&str, Value)> = pairs.iter().map(|(n, v)| (*n, s(v))).collect();
+        let (config, got) = from_pairs_with_warnings(&owned).expect("valid");
+        assert_eq!(got, warnings);
+        let headers: BTreeSet<String> = headers.iter().map(|h| h.to_string()).collect();
+        assert_eq!(config.trusted_proxy_headers, headers);
+    }
+
+    #[test]
+    fn trusted_proxy_count_defaults_to_one() {
+        let config = from_strs(&[("trusted_proxy", "*")]).expect("valid");
+        assert_eq!(config.trusted_proxy_count, None);
+        assert_eq!(config.effective_trusted_proxy_count(), 1);
+        let config =
+            from_strs(&[("trusted_proxy", "*"), ("trusted_proxy_count", "3")]).expect("valid");
+        assert_eq!(config.effective_trusted_proxy_count(), 3);
+    }
+
+    #[rstest]
+    #[case(true, true, AddressFamily::Any)]
+    #[case(true, false, AddressFamily::V4)]
+    #[case(false, true, AddressFamily::V6)]
+    #[case(false, false, AddressFamily::Any)]
+    fn address_family_follows_waitress(
+        #[case] v4: bool,
+        #[case] v6: bool,
+        #[case] family: AddressFamily,
+    ) {
+        let config = Config {
+            ipv4: v4,
+            ipv6: v6,
+            ..Config::default()
+        };
+        assert_eq!(config.address_family(), family);
+    }
+
+    // ---- listen entries ------------------------------------------------------------------
+
+    fn ip(text: &str) -> ListenHost {
+        ListenHost::Ip(text.parse().expect("an IP literal"))
+    }
+
+    fn name(text: &str) -> ListenHost {
+        ListenHost::Name(text.to_string())
+    }
+
+    #[rstest]
+    #[case(
+        "127.0.0.1:9090",
+        ip("127.0.0.1"),
+        ListenPort::Number(9090),
+        "127.0.0.1:9090"
+    )]
+    #[case("[::1]:8081", ip("::1"), ListenPort::Number(8081), "[::1]:8081")]
+    #[case("::1:8081", ip("::1"), ListenPort::Number(8081), "[::1]:8081")]
+    #[case("[::1]", ip("::1"), ListenPort::Number(8080), "[::1]:8080")]
+    #[case("*:8080", ListenHost::Any, ListenPort::Number(8080), "*:8080")]
+    #[case("*", ListenHost::Any, ListenPort::Number(8080), "*:8080")]
+    #[case(
+        "localhost",
+        name("localhost"),
+        ListenPort::Number(8080),
+        "localhost:8080"
+    )]
+    #[case(
+        "example.org:0",
+        name("example.org"),
+        ListenPort::Number(0),
+        "example.org:0"
+    )]
+    #[case("127.0.0.1:http", ip("127.0.0.1"), ListenPort::Service("http".into()), "127.0.0.1:http")]
+    #[case(
+        "my_host-1.local:08080",
+        name("my_host-1.local"),
+        ListenPort::Number(8080),
+        "my_host-1.local:8080"
+    )]
+    #[case(
+        "[fe80::1%eth0]:80",
+        name("fe80::1%eth0"),
+        ListenPort::Number(80),
+        "[fe80::1%eth0]:80"
+    )]
+    #[case(
+        "bücher.example:65535",
+        name("bücher.example"),
+        ListenPort::Number(65535),
+        "bücher.example:65535"
+    )]
+    fn listen_entry_is_parsed(
+        #[case] entry: &str,
+        #[case] host: ListenHost,
+        #[case] port: ListenPort,
+        #[case] shown: &str,
+    ) {
+        let config = from_strs(&[("listen", entry)]).expect("valid");
+        let specs = config.listen_entries().expect("valid entries");
+        assert_eq!(specs, vec![ListenSpec { host, port }]);
+        assert_eq!(specs[0].to_string(), shown);
+    }
+
+    #[rstest]
+    #[case("127.0.0.1:")]
+    #[case(":8080")]
+    #[case("::1")]
+    #[case("127.0.0.1:65536")]
+    #[case("127.0.0.1:-1")]
+    #[case("127.0.0.1:+80")]
+    #[case("127.0.0.1:ht/tp")]
+    #[case("127.0.0.1:-http")]
+    #[case("[::1")]
+    #[case("a]b:80")]
+    #[case("fe80::1%:80")]
+    #[case("1.2.3.4:5:6")]
+    #[case("host,name:80")]
+    fn bad_listen_entry_is_refused(#[case] entry: &str) {
+        assert_eq!(
+            from_strs(&[("listen", entry)]),
+            Err(ConfigError(INVALID_HOST_PORT.to_string()))
+        );
+        let config = Config {
+            listen: vec![entry.to_string()],
+            ..Config::default()
+        };
+        assert_eq!(
+            config.listen_entries(),
+            Err(ConfigError(INVALID_HOST_PORT.to_string()))
+        );
+    }
+
+    #[test]
+    fn bare_host_takes_the_port_setting() {
+        let config = Config {
+            port: Some(9999),
+            listen: vec!["[::1]".into(), "h".into()],
+            ..Config::default()
+        };
+        let ports: Vec<ListenPort> = config
+            .listen_entries()
+            .expect("valid")
+            .into_iter()
+            .map(|spec| spec.port)
+            .collect();
+        assert_eq!(ports, [ListenPort::Number(9999), ListenPort::Number(9999)]);
+    }
+
+    #[test]
+    fn names_are_left_to_the_resolver_whatever_the_family() {
+        let config = from_strs(&[("ipv4", "no"), ("listen", "localhost:80 *:81")]).expect("valid");
+        assert_eq!(config.listen_entries().map(|specs| specs.len()), Ok(2));
+    }
+
+    // ---- the Python casts themselves ------------------------------------------------------
+
+    #[rstest]
+    #[case(s("t"), true)]
+    #[case(s(" TRUE\n"), true)]
+    #[case(s("y"), true)]
+    #[case(s("Yes"), true)]
+    #[case(s("on"), true)]
+    #[case(s("1"), true)]
+    #[case(s("false"), false)]
+    #[case(s("2"), false)]
+    #[case(s(""), false)]
+    #[case(s("ok"), false)]
+    #[case(Value::Int(1), true)]
+    #[case(Value::Int(0), false)]
+    #[case(Value::Bool(true), true)]
+    #[case(Value::None, false)]
+    #[case(list(&["1"]), false)]
+    fn asbool_matches_waitress(#[case] input: Value, #[case] expected: bool) {
+        assert_eq!(asbool(&input), expected);
+    }
+
+    #[rstest]
+    #[case(s(" 42 "), Ok(42))]
+    #[case(s("\t-7\n"), Ok(-7))]
+    #[case(s("+0"), Ok(0))]
+    #[case(s("1_000"), Ok(1000))]
+    #[case(s("0010"), Ok(10))]
+    #[case(s("\u{3000}5\u{a0}"), Ok(5))]
+    #[case(Value::Bool(false), Ok(0))]
+    #[case(s("9223372036854775807"), Ok(i64::MAX))]
+    #[case(s("-9223372036854775808"), Ok(i64::MIN))]
+    #[case(
+        s("9223372036854775808"),
+        Err("integer too large: '9223372036854775808'")
+    )]
+    #[case(s("1e3"), Err("invalid literal for int() with base 10: '1e3'"))]
+    #[case(s("\u{0}"), Err("invalid literal for int() with base 10: '\\x00'"))]
+    #[case(s("--1"), Err("invalid literal for int() with base 10: '--1'"))]
+    fn py_int_matches_python(#[case] input: Value, #[case] expected: Result<i64, &str>) {
+        assert_eq!(
+            py_int(&input),
+            expected.map_err(|m| ConfigError(m.to_string()))
+        );
+    }
+
+    #[test]
+    fn long_bad_literal_is_cut_like_cpython() {
+        let message = py_int(&s(&"x".repeat(300))).expect_err("not a number").0;
+        assert_eq!(
+            message,
+            format!(
+                "invalid literal for int() with base 10: '{}",
+                "x".repeat(199)
+            )
+        );
+    }
+
+    #[rstest]
+    #[case(s("600"), Ok(0o600))]
+    #[case(s(" 0O644 "), Ok(0o644))]
+    #[case(s("0o_7"), Ok(7))]
+    #[case(s("-10"), Ok(-8))]
+    #[case(Value::Int(0o755), Ok(0o755))]
+    #[case(s("0o"), Err("invalid literal for int() with base 8: '0o'"))]
+    #[case(s("_7"), Err("invalid literal for int() with base 8: '_7'"))]
+    #[case(s("8"), Err("invalid literal for int() with base 8: '8'"))]
+    #[case(Value::None, Err("int() can't convert non-string with explicit base"))]
+    fn asoctal_matches_python(#[case] input: Value, #[case] expected: Result<i64, &str>) {
+        assert_eq!(
+            asoctal(&input),
+            expected.map_err(|m| ConfigError(m.to_string()))
+        );
+    }
+
+    #[rstest]
+    #[case(s(""), &[])]
+    #[case(s("a b\r\nc\u{b}d\u{1c}e\u{85}f"), &["a", "b", "c", "d", "e", "f"])]
+    #[case(list(&[" a  b ", "", "c"]), &["a", "b", "c"])]
+    fn aslist_matches_waitress(#[case] input: Value, #[case] expected: &[&str]) {
+        assert_eq!(
+            aslist(&input),
+            Ok(expected.iter().map(|e| e.to_string()).collect())
+        );
+    }
+
+    #[rstest]
+    #[case(s("x"), Some("x"))]
+    #[case(s(" "), Some(" "))]
+    #[case(s(""), None)]
+    #[case(Value::Int(0), None)]
+    #[case(Value::Int(-1), Some("-1"))]
+    #[case(Value::Bool(true), Some("True"))]
+    #[case(list(&[]), None)]
+    #[case(list(&["a", "b'c"]), Some("['a', \"b'c\"]"))]
+    #[case(Value::None, None)]
+    fn str_iftruthy_matches_waitress(#[case] input: Value, #[case] expected: Option<&str>) {
+        assert_eq!(str_iftruthy(&input), expected.map(str::to_string));
+    }
+
+    #[rstest]
+    #[case("abc", "'abc'")]
+    #[case("it's", "\"it's\"")]
+    #[case("'\"", "'\\'\"'")]
+    #[case("a\\b", "'a\\\\b'")]
+    #[case("\t\r\n\u{7f}\u{1b}", "'\\t\\r\\n\\x7f\\x1b'")]
+    #[case("é\u{a0}\u{2028}\u{feff}", "'é\\xa0\\u2028\\ufeff'")]
+    #[case("\u{10ffff}", "'\\U0010ffff'")]
+    fn py_repr_matches_python(#[case] input: &str, #[case] expected: &str) {
+        assert_eq!(py_repr(input), expected);
+    }
+
+    #[rstest]
+    #[case(Value::None, "None")]
+    #[case(Value::Bool(false), "False")]
+    #[case(Value::Int(-3), "-3")]
+    #[case(list(&["a"]), "['a']")]
+    fn py_str_matches_python(#[case] input: Value, #[case] expected: &str) {
+        assert_eq!(py_str(&input), expected);
     }
 }
