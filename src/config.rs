@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use casts::{
     asbool, aslist, asoctal, asset, py_int, py_repr, py_str, slash_fixed_str, str_iftruthy,
 };
-pub use table::{setting, Kind, Setting, SETTINGS};
+pub use table::{setting, Kind, Setting, MAITRE_ONLY, SETTINGS};
 
 /// A setting's value as it arrives from Python, the CLI or a PasteDeploy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +208,9 @@ mod table {
     use Kind::*;
 
     /// Every Waitress adjustment, nothing more (Waitress's `_params`).
+    /// Settings maitre has that Waitress does not.
+    pub const MAITRE_ONLY: &[&str] = &["header_timeout"];
+
     pub const SETTINGS: &[Setting] = &[
         row(
             "host",
@@ -348,6 +351,14 @@ mod table {
             "120",
             "Seconds an idle connection with no request in progress stays open",
         ),
+        // maitre only (not in Waitress): bounds slow-header (slowloris) clients.
+        row(
+            "header_timeout",
+            Seconds,
+            "60",
+            "Seconds a client may take to send a complete request head",
+        )
+        .between(1, i64::MAX),
         row(
             "log_socket_errors",
             Bool,
@@ -916,6 +927,7 @@ impl Config {
             "connection_limit" => self.connection_limit = int_field(s, v)?,
             "cleanup_interval" => self.cleanup_interval = seconds_field(s, v)?,
             "channel_timeout" => self.channel_timeout = seconds_field(s, v)?,
+            "header_timeout" => self.header_timeout = seconds_field(s, v)?,
             "log_socket_errors" => self.log_socket_errors = asbool(v),
             "max_request_header_size" => self.max_request_header_size = int_field(s, v)?,
             "max_request_body_size" => self.max_request_body_size = int_field(s, v)?,
@@ -1059,6 +1071,7 @@ impl Config {
             "connection_limit" => int(self.connection_limit),
             "cleanup_interval" => secs(self.cleanup_interval),
             "channel_timeout" => secs(self.channel_timeout),
+            "header_timeout" => secs(self.header_timeout),
             "log_socket_errors" => Value::Bool(self.log_socket_errors),
             "max_request_header_size" => int(self.max_request_header_size),
             "max_request_body_size" => {
@@ -1245,7 +1258,7 @@ mod tests {
     // ---- the table ----------------------------------------------------------------------
 
     #[test]
-    fn table_lists_exactly_waitress_params() {
+    fn table_lists_exactly_waitress_params_plus_maitre_extras() {
         let waitress = [
             "host",
             "port",
@@ -1282,8 +1295,13 @@ mod tests {
             "channel_request_lookahead",
             "server_name",
         ];
-        let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        let names: Vec<&str> = SETTINGS
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| !MAITRE_ONLY.contains(n))
+            .collect();
         assert_eq!(names, waitress);
+        assert!(MAITRE_ONLY.iter().all(|n| setting(n).is_some()));
         assert!(SETTINGS
             .iter()
             .all(|s| !s.help.is_empty() && s.help.len() < 120));
