@@ -532,9 +532,4 @@ mod tests {
         assert_eq!(d.decode(b""), Ok((0, Decoded::NeedMore)));
         assert_eq!(d.wire_len(), 0);
     }
-
-    /// Body bytes produced so far.
-    pub fn decoded_len(&self) -> u64 {
-        todo!()
-    }
 }

@@ -315,10 +315,3 @@ mod tests {
         snapshot(name, &error_response(&err, ident, DATE));
     }
 }
-
-/// The 500 answered when the app fails before its head went out; `detail`
-/// replaces the generic text when tracebacks are exposed.
-pub fn internal_error(detail: Option<&str>, version: Version) -> HttpError {
-    let _ = (detail, version);
-    todo!()
-}
