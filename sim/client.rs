@@ -7,7 +7,9 @@ use turmoil::net::TcpStream;
 use crate::driver::PORT;
 
 pub async fn connect() -> TcpStream {
-    TcpStream::connect(("server", PORT)).await.expect("connect to server")
+    TcpStream::connect(("server", PORT))
+        .await
+        .expect("connect to server")
 }
 
 pub async fn send(stream: &mut TcpStream, bytes: &[u8]) {
@@ -29,20 +31,20 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Reads responses from a stream, keeping bytes that belong to the next one.
+#[derive(Default)]
 pub struct Reader {
     pub buf: Vec<u8>,
     pub eof: bool,
-}
-
-impl Default for Reader {
-    fn default() -> Self {
-        Reader { buf: Vec::new(), eof: false }
-    }
+    /// Every byte received, for wire transcripts.
+    pub raw: Vec<u8>,
 }
 
 impl Reader {
@@ -56,6 +58,7 @@ impl Reader {
             }
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
+                self.raw.extend_from_slice(&chunk[..n]);
                 true
             }
         }
@@ -96,7 +99,11 @@ impl Reader {
             let (n, v) = line.split_once(':')?;
             headers.push((n.to_string(), v.trim().to_string()));
         }
-        let mut r = Response { status_line, headers, body: Vec::new() };
+        let mut r = Response {
+            status_line,
+            headers,
+            body: Vec::new(),
+        };
         let code = r.status_line.split(' ').nth(1).unwrap_or("");
         if head_only || code.starts_with('1') || code == "204" || code == "304" {
             return Some(r);
@@ -140,8 +147,11 @@ pub fn get(path: &str) -> Vec<u8> {
 
 /// A POST with a Content-Length body.
 pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: server\r\nContent-Length: {}\r\n\r\n", body.len())
-        .into_bytes();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: server\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     req.extend_from_slice(body);
     req
 }

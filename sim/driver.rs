@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use maitre::config::Config;
 use maitre::engine::{
-    Accepted, AppEvent, AppHead, Body, Clock, Close, ConnId, Engine, Executor, Job, ListenerId, Peer, ReqId,
-    Timestamp, Transport, Want,
+    Accepted, AppEvent, AppHead, Body, Clock, Close, ConnId, Engine, Executor, Job, ListenerId,
+    Peer, ReqId, Timestamp, Transport, Want,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, Notify};
@@ -37,7 +37,9 @@ pub struct EventLog(Rc<RefCell<Vec<String>>>);
 impl EventLog {
     pub fn push(&self, what: impl Into<String>) {
         let t = turmoil::sim_elapsed().unwrap_or_default();
-        self.0.borrow_mut().push(format!("{:>10.3} {}", t.as_secs_f64(), what.into()));
+        self.0
+            .borrow_mut()
+            .push(format!("{:>10.3} {}", t.as_secs_f64(), what.into()));
     }
     pub fn lines(&self) -> Vec<String> {
         self.0.borrow().clone()
@@ -62,6 +64,8 @@ pub struct Probe {
 struct SimConn {
     stream: TcpStream,
     want: Want,
+    /// The peer reset the connection: writes fail from now on.
+    reset: bool,
 }
 
 pub struct SimTransport {
@@ -86,15 +90,46 @@ impl SimTransport {
     }
 
     /// Connections that asked for readiness, in id order (deterministic).
-    fn interested(&self) -> Vec<ConnId> {
-        (0..self.conns.len())
-            .filter(|&i| self.conns[i].as_ref().is_some_and(|c| c.want != Want::NONE))
-            .map(ConnId)
-            .collect()
+    ///
+    /// A kernel tells a writer blocked on a full window that the peer reset
+    /// (EPOLLERR/EPOLLHUP are always reported, and the next write fails);
+    /// turmoil only wakes readers. So write-only connections are peeked: a
+    /// reset found there makes their writes fail, as a real socket's would.
+    fn poll_ready(&mut self) -> Vec<ConnId> {
+        let waker = self.waker.clone();
+        let mut ready = Vec::new();
+        for (i, slot) in self.conns.iter_mut().enumerate() {
+            let Some(c) = slot.as_mut() else { continue };
+            if c.want == Want::NONE {
+                continue;
+            }
+            if !c.want.read && !c.reset {
+                let mut one = [0u8; 1];
+                let mut rb = ReadBuf::new(&mut one);
+                if let Poll::Ready(Err(_)) = c
+                    .stream
+                    .poll_peek(&mut Context::from_waker(&waker), &mut rb)
+                {
+                    c.reset = true;
+                    self.progress += 1;
+                    self.log.push(format!("server saw reset c{i}"));
+                }
+            }
+            ready.push(ConnId(i));
+        }
+        ready
     }
 
     fn write_bytes(&mut self, conn: ConnId, data: &[u8]) -> io::Result<usize> {
         let waker = self.waker.clone();
+        if self
+            .conns
+            .get(conn.0)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.reset)
+        {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
         let stream = self.stream(conn)?;
         match Pin::new(stream).poll_write(&mut Context::from_waker(&waker), data) {
             Poll::Ready(Ok(n)) => {
@@ -113,14 +148,26 @@ impl Transport for SimTransport {
         let waker = self.waker.clone();
         match self.accepted.poll_recv(&mut Context::from_waker(&waker)) {
             Poll::Ready(Some((stream, addr))) => {
-                let slot = self.conns.iter().position(Option::is_none).unwrap_or(self.conns.len());
+                let slot = self
+                    .conns
+                    .iter()
+                    .position(Option::is_none)
+                    .unwrap_or(self.conns.len());
                 if slot == self.conns.len() {
                     self.conns.push(None);
                 }
-                self.conns[slot] = Some(SimConn { stream, want: Want::READ });
+                self.conns[slot] = Some(SimConn {
+                    stream,
+                    want: Want::READ,
+                    reset: false,
+                });
                 self.progress += 1;
                 self.log.push(format!("server accept c{slot} from {addr}"));
-                Ok(Some(Accepted { conn: ConnId(slot), peer: Peer::Tcp(addr), listener: ListenerId(0) }))
+                Ok(Some(Accepted {
+                    conn: ConnId(slot),
+                    peer: Peer::Tcp(addr),
+                    listener: ListenerId(0),
+                }))
             }
             Poll::Ready(None) | Poll::Pending => Ok(None),
         }
@@ -147,7 +194,8 @@ impl Transport for SimTransport {
             }
             Poll::Ready(Err(e)) => {
                 self.progress += 1;
-                self.log.push(format!("server read c{} error {}", conn.0, e.kind()));
+                self.log
+                    .push(format!("server read c{} error {}", conn.0, e.kind()));
                 Err(e)
             }
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
@@ -166,7 +214,13 @@ impl Transport for SimTransport {
         self.write_bytes(conn, &joined)
     }
 
-    fn send_file(&mut self, conn: ConnId, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+    fn send_file(
+        &mut self,
+        conn: ConnId,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
         let mut chunk = vec![0; len.min(self.write_cap)];
         let n = file.read_at(&mut chunk, offset)?;
         if n == 0 {
@@ -225,17 +279,32 @@ struct Credit {
 
 impl Responder {
     pub fn start(&self, status: &str, headers: &[(&str, &str)]) {
-        let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        let head = AppHead { status: status.to_string(), headers, known_length: None };
-        let _ = self.events.send(AppEvent::Head { req: self.req, head });
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let head = AppHead {
+            status: status.to_string(),
+            headers,
+            known_length: None,
+        };
+        let _ = self.events.send(AppEvent::Head {
+            req: self.req,
+            head,
+        });
     }
 
     pub async fn write(&self, bytes: Vec<u8>) {
         while self.credit.available.get() < 0 {
             self.credit.more.notified().await;
         }
-        self.credit.available.set(self.credit.available.get() - bytes.len() as i64);
-        let _ = self.events.send(AppEvent::Data { req: self.req, bytes });
+        self.credit
+            .available
+            .set(self.credit.available.get() - bytes.len() as i64);
+        let _ = self.events.send(AppEvent::Data {
+            req: self.req,
+            bytes,
+        });
     }
 
     pub fn finish(&self) {
@@ -262,7 +331,9 @@ impl Executor for SimExecutor {
             Body::Empty => Vec::new(),
             Body::Memory(v) => v,
             Body::File { mut file, .. } => {
-                self.probe.spilled_bodies.set(self.probe.spilled_bodies.get() + 1);
+                self.probe
+                    .spilled_bodies
+                    .set(self.probe.spilled_bodies.get() + 1);
                 let mut v = Vec::new();
                 std::io::Read::read_to_end(&mut file, &mut v).expect("read spilled body");
                 v
@@ -272,8 +343,15 @@ impl Executor for SimExecutor {
             target: String::from_utf8_lossy(&job.head.target).into_owned(),
             body,
         };
-        let credit = Rc::new(Credit { available: Cell::new(self.watermark), more: Notify::new() });
-        let responder = Responder { req: job.req, events: self.events.clone(), credit: credit.clone() };
+        let credit = Rc::new(Credit {
+            available: Cell::new(self.watermark),
+            more: Notify::new(),
+        });
+        let responder = Responder {
+            req: job.req,
+            events: self.events.clone(),
+            credit: credit.clone(),
+        };
         let fut = (self.app)(request, responder);
         let probe = self.probe.clone();
         probe.dispatched.set(probe.dispatched.get() + 1);
@@ -296,7 +374,9 @@ impl Executor for SimExecutor {
         if let Some(i) = self.running.iter().position(|(r, _, _)| *r == req) {
             let (_, _, task) = self.running.remove(i);
             if !task.is_finished() {
-                self.probe.running_apps.set(self.probe.running_apps.get().saturating_sub(1));
+                self.probe
+                    .running_apps
+                    .set(self.probe.running_apps.get().saturating_sub(1));
             }
             task.abort();
             self.probe.cancelled.set(self.probe.cancelled.get() + 1);
@@ -316,7 +396,12 @@ pub async fn serve(
     let (accepted_tx, accepted) = mpsc::unbounded_channel();
     let accepting = Rc::new(Cell::new(true));
     let resume = Rc::new(Notify::new());
-    tokio::task::spawn_local(acceptor(listener, accepted_tx, accepting.clone(), resume.clone()));
+    tokio::task::spawn_local(acceptor(
+        listener,
+        accepted_tx,
+        accepting.clone(),
+        resume.clone(),
+    ));
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let transport = SimTransport {
@@ -336,7 +421,9 @@ pub async fn serve(
         running: Vec::new(),
         probe: probe.clone(),
     };
-    let clock = SimClock { start: tokio::time::Instant::now() };
+    let clock = SimClock {
+        start: tokio::time::Instant::now(),
+    };
     let mut engine = Engine::new(&config, transport, clock, exec);
     let mut sleep = Box::pin(tokio::time::sleep(Duration::ZERO));
 
@@ -345,7 +432,7 @@ pub async fn serve(
         loop {
             let before = engine.transport().progress;
             engine.on_acceptable();
-            for conn in engine.transport().interested() {
+            for conn in engine.transport_mut().poll_ready() {
                 engine.on_readable(conn);
             }
             let mut batch = Vec::new();
@@ -380,13 +467,19 @@ pub async fn serve(
 fn observe(engine: &Engine<SimTransport, SimClock, SimExecutor>, probe: &Probe) {
     let n = engine.connection_count();
     probe.connections.set(n);
-    probe.peak_connections.set(probe.peak_connections.get().max(n));
+    probe
+        .peak_connections
+        .set(probe.peak_connections.get().max(n));
     probe.accepting.set(engine.is_accepting());
     let pending = engine.pending_output();
     probe.pending_output.set(pending);
-    probe.peak_pending_output.set(probe.peak_pending_output.get().max(pending));
+    probe
+        .peak_pending_output
+        .set(probe.peak_pending_output.get().max(pending));
     let mem = engine.output_in_memory();
-    probe.peak_output_in_memory.set(probe.peak_output_in_memory.get().max(mem));
+    probe
+        .peak_output_in_memory
+        .set(probe.peak_output_in_memory.get().max(mem));
 }
 
 /// Accepts while the engine wants connections; the rest wait in the backlog.

@@ -46,13 +46,17 @@ pub fn start(setup: Setup, config: Config, app: App) -> Sim<'static> {
         .simulation_duration(setup.duration);
     match setup.latency {
         Some(l) => builder.min_message_latency(l).max_message_latency(l),
-        None => builder.min_message_latency(Duration::ZERO).max_message_latency(Duration::from_millis(50)),
+        None => builder
+            .min_message_latency(Duration::ZERO)
+            .max_message_latency(Duration::from_millis(50)),
     };
     let mut sim = builder.build();
     let log = EventLog::default();
     let probe = Rc::new(Probe::default());
     let (l, p, cap) = (log.clone(), probe.clone(), setup.write_cap);
-    sim.host("server", move || driver::serve(config.clone(), app.clone(), cap, l.clone(), p.clone()));
+    sim.host("server", move || {
+        driver::serve(config.clone(), app.clone(), cap, l.clone(), p.clone())
+    });
     Sim { sim, log, probe }
 }
 
@@ -70,7 +74,10 @@ pub fn path_app() -> App {
     app(|req: Request, resp: Responder| async move {
         let body = req.target.into_bytes();
         let len = body.len().to_string();
-        resp.start("200 OK", &[("Content-Type", "text/plain"), ("Content-Length", &len)]);
+        resp.start(
+            "200 OK",
+            &[("Content-Type", "text/plain"), ("Content-Length", &len)],
+        );
         resp.write(body).await;
         resp.finish();
     })

@@ -26,12 +26,21 @@ impl ThreadPool {
         for _ in 0..threads {
             let (rx, events, handler) = (rx.clone(), events.clone(), handler.clone());
             thread::spawn(move || loop {
-                let Ok(mut job) = rx.lock().unwrap().recv() else { return };
+                let Ok(mut job) = rx.lock().unwrap().recv() else {
+                    return;
+                };
                 let body = read_body(&mut job.body);
                 let (status, headers, out) = handler(&job, body);
-                let head = AppHead { status, headers, known_length: None };
+                let head = AppHead {
+                    status,
+                    headers,
+                    known_length: None,
+                };
                 events.send(AppEvent::Head { req: job.req, head });
-                events.send(AppEvent::Data { req: job.req, bytes: out });
+                events.send(AppEvent::Data {
+                    req: job.req,
+                    bytes: out,
+                });
                 events.send(AppEvent::Done { req: job.req });
             });
         }
@@ -78,16 +87,29 @@ fn serve(config: Config, listeners: Vec<Listener>, handler: Arc<Handler>) -> Run
     let wiring = Wiring::new().unwrap();
     let pool = ThreadPool::new(4, wiring.sender.clone(), handler);
     let mut server = MioServer::new(&config, listeners, wiring, pool).unwrap();
-    let described = server.listeners().iter().map(|l| l.describe().unwrap()).collect();
+    let described = server
+        .listeners()
+        .iter()
+        .map(|l| l.describe().unwrap())
+        .collect();
     let stop = server.stop_handle();
     let thread = thread::spawn(move || server.run().unwrap());
-    Running { stop, thread: Some(thread), described }
+    Running {
+        stop,
+        thread: Some(thread),
+        described,
+    }
 }
 
 /// Echoes the method, the target and the body.
 fn echo() -> Arc<Handler> {
     Arc::new(|job: &Job, body: Vec<u8>| {
-        let mut out = format!("{} {} ", job.head.method, String::from_utf8_lossy(&job.head.target)).into_bytes();
+        let mut out = format!(
+            "{} {} ",
+            job.head.method,
+            String::from_utf8_lossy(&job.head.target)
+        )
+        .into_bytes();
         out.extend(body);
         let headers = vec![("Content-Length".to_string(), out.len().to_string())];
         ("200 OK".to_string(), headers, out)
@@ -113,7 +135,11 @@ fn response(stream: &mut impl Read) -> (String, Vec<u8>) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).unwrap(), 1, "connection closed inside a head");
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "connection closed inside a head"
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8(head).unwrap();
@@ -128,7 +154,10 @@ fn response(stream: &mut impl Read) -> (String, Vec<u8>) {
 }
 
 fn without_date(head: &str) -> String {
-    head.lines().filter(|l| !l.starts_with("Date: ")).collect::<Vec<_>>().join("\n")
+    head.lines()
+        .filter(|l| !l.starts_with("Date: "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -136,11 +165,15 @@ fn keep_alive_requests_share_one_connection() {
     let (_server, addr) = tcp_server("127.0.0.1:0", echo());
     let mut s = connect(addr);
     for path in ["/one", "/two"] {
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
         let (head, body) = response(&mut s);
         assert_eq!(
             without_date(&head),
-            format!("HTTP/1.1 200 OK\nContent-Length: {}\nServer: maitre\n", 5 + path.len())
+            format!(
+                "HTTP/1.1 200 OK\nContent-Length: {}\nServer: maitre\n",
+                5 + path.len()
+            )
         );
         assert_eq!(body, format!("GET {path} ").into_bytes());
     }
@@ -150,7 +183,9 @@ fn keep_alive_requests_share_one_connection() {
 fn pipelined_requests_are_answered_in_order() {
     let (_server, addr) = tcp_server("127.0.0.1:0", echo());
     let mut s = connect(addr);
-    let all: String = (0..20).map(|i| format!("GET /p{i} HTTP/1.1\r\n\r\n")).collect();
+    let all: String = (0..20)
+        .map(|i| format!("GET /p{i} HTTP/1.1\r\n\r\n"))
+        .collect();
     s.write_all(all.as_bytes()).unwrap();
     for i in 0..20 {
         let (_, body) = response(&mut s);
@@ -167,7 +202,10 @@ fn chunked_and_large_bodies_arrive_intact() {
     assert_eq!(response(&mut s).1, b"POST /c hello world");
 
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let head = format!("POST /big HTTP/1.1\r\nContent-Length: {}\r\n\r\n", big.len());
+    let head = format!(
+        "POST /big HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
     let mut writer = s.try_clone().unwrap();
     let sent = big.clone();
     let feeder = thread::spawn(move || {
@@ -177,14 +215,18 @@ fn chunked_and_large_bodies_arrive_intact() {
     let (_, body) = response(&mut s);
     feeder.join().unwrap();
     assert_eq!(&body[..9], b"POST /big");
-    assert!(body[10..] == big[..], "the 3 MB body (spilled past inbuf_overflow) differs");
+    assert!(
+        body[10..] == big[..],
+        "the 3 MB body (spilled past inbuf_overflow) differs"
+    );
 }
 
 #[test]
 fn a_bad_request_gets_waitress_error_bytes_and_a_close() {
     let (_server, addr) = tcp_server("127.0.0.1:0", echo());
     let mut s = connect(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nContent-Length: +10\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nContent-Length: +10\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n")
+        .unwrap();
     let mut all = Vec::new();
     s.read_to_end(&mut all).unwrap();
     let text = String::from_utf8(all).unwrap();
@@ -218,7 +260,10 @@ fn unix_socket_is_served_with_its_permissions() {
     let path = dir.path().join("maitre.sock");
     let listener = maitre::drivers::mio::bind_unix(&path, 0o660, 16).unwrap();
     let server = serve(Config::default(), vec![listener], echo());
-    assert_eq!(server.described[0], ("unix".to_string(), path.display().to_string()));
+    assert_eq!(
+        server.described[0],
+        ("unix".to_string(), path.display().to_string())
+    );
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     let mut s = UnixStream::connect(&path).unwrap();

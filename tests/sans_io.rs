@@ -53,5 +53,9 @@ fn engine_and_http_modules_touch_no_clock_socket_or_thread() {
             }
         }
     }
-    assert!(offences.is_empty(), "sans-IO modules use forbidden APIs:\n{}", offences.join("\n"));
+    assert!(
+        offences.is_empty(),
+        "sans-IO modules use forbidden APIs:\n{}",
+        offences.join("\n")
+    );
 }

@@ -9,7 +9,11 @@ use crate::client::{connect, get, post, send, Reader};
 use crate::harness::{echo_app, start, Setup};
 
 fn event_log(seed: u64) -> Vec<String> {
-    let setup = Setup { seed, latency: None, ..Setup::default() };
+    let setup = Setup {
+        seed,
+        latency: None,
+        ..Setup::default()
+    };
     let mut s = start(setup, Config::default(), echo_app());
     for c in 0..5u64 {
         let log = s.log.clone();
@@ -17,7 +21,11 @@ fn event_log(seed: u64) -> Vec<String> {
             let mut stream = connect().await;
             let mut reader = Reader::default();
             for i in 0..4u64 {
-                let req = if i % 2 == 0 { get("/") } else { post("/", &vec![b'p'; 3000]) };
+                let req = if i % 2 == 0 {
+                    get("/")
+                } else {
+                    post("/", &vec![b'p'; 3000])
+                };
                 send(&mut stream, &req).await;
                 let r = reader.response(&mut stream, false).await.expect("answered");
                 log.push(format!("client{c} got {} bytes", r.body.len()));
@@ -33,7 +41,11 @@ fn event_log(seed: u64) -> Vec<String> {
 #[test]
 fn the_same_seed_gives_the_same_event_log_and_another_seed_another() {
     let first = event_log(7);
-    assert!(first.len() > 100, "a non-trivial run: {} events", first.len());
+    assert!(
+        first.len() > 100,
+        "a non-trivial run: {} events",
+        first.len()
+    );
     assert_eq!(first, event_log(7));
     assert_ne!(first, event_log(8));
 }

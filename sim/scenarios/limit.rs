@@ -12,7 +12,10 @@ use crate::harness::{path_app, start, Setup};
 
 /// (when the late client got its answer, the most connections the server held)
 fn run(limit: usize) -> (Duration, usize) {
-    let config = Config { connection_limit: limit, ..Config::default() };
+    let config = Config {
+        connection_limit: limit,
+        ..Config::default()
+    };
     let mut s = start(Setup::default(), config, path_app());
     for (name, leave_at) in [("a", 5u64), ("b", 10)] {
         s.sim.client(name, async move {
@@ -32,7 +35,10 @@ fn run(limit: usize) -> (Duration, usize) {
         let mut stream = connect().await;
         let mut reader = Reader::default();
         send(&mut stream, &get("/late")).await;
-        let r = reader.response(&mut stream, false).await.expect("late client answered");
+        let r = reader
+            .response(&mut stream, false)
+            .await
+            .expect("late client answered");
         assert_eq!(r.body, b"/late");
         at.set(now());
         Ok(())

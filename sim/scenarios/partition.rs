@@ -14,14 +14,25 @@ use crate::harness::{app, start, Setup};
 /// The simulated time of the server's close of the first connection, if any.
 fn run(channel_timeout: Duration) -> Option<f64> {
     let big = app(|req: Request, resp: Responder| async move {
-        let body = if req.target == "/big" { vec![b'b'; 512 * 1024] } else { b"small".to_vec() };
+        let body = if req.target == "/big" {
+            vec![b'b'; 512 * 1024]
+        } else {
+            b"small".to_vec()
+        };
         let len = body.len().to_string();
         resp.start("200 OK", &[("Content-Length", &len)]);
         resp.write(body).await;
         resp.finish();
     });
-    let config = Config { channel_timeout, cleanup_interval: Duration::from_secs(5), ..Config::default() };
-    let setup = Setup { duration: Duration::from_secs(40), ..Setup::default() };
+    let config = Config {
+        channel_timeout,
+        cleanup_interval: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let setup = Setup {
+        duration: Duration::from_secs(40),
+        ..Setup::default()
+    };
     let mut s = start(setup, config, big);
     s.sim.client("client", async move {
         let mut stream = connect().await;
@@ -33,7 +44,10 @@ fn run(channel_timeout: Duration) -> Option<f64> {
         turmoil::repair("client", "server");
         let mut fresh = connect().await;
         send(&mut fresh, &get("/small")).await;
-        let r = Reader::default().response(&mut fresh, false).await.expect("served after repair");
+        let r = Reader::default()
+            .response(&mut fresh, false)
+            .await
+            .expect("served after repair");
         assert_eq!(r.body, b"small");
         Ok(())
     });

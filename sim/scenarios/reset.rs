@@ -16,7 +16,11 @@ fn reset_mid_request_body_frees_the_channel_and_never_calls_the_app() {
     s.sim.client("resetter", async move {
         let mut stream = connect().await;
         // The server answers 100 Continue; leaving it unread makes the drop a RST.
-        send(&mut stream, b"POST /up HTTP/1.1\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n").await;
+        send(
+            &mut stream,
+            b"POST /up HTTP/1.1\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await;
         sleep(Duration::from_millis(10)).await;
         send(&mut stream, &[b'x'; 10]).await;
         sleep(Duration::from_millis(10)).await;
@@ -27,14 +31,32 @@ fn reset_mid_request_body_frees_the_channel_and_never_calls_the_app() {
         sleep(Duration::from_millis(100)).await;
         let mut stream = connect().await;
         send(&mut stream, &get("/ok")).await;
-        let r = Reader::default().response(&mut stream, false).await.expect("still serving");
+        let r = Reader::default()
+            .response(&mut stream, false)
+            .await
+            .expect("still serving");
         assert_eq!(r.body, b"/ok");
         Ok(())
     });
     s.sim.run().expect("simulation");
-    assert!(s.log.lines().iter().any(|l| l.contains("server read c0 error")), "{:#?}", s.log.lines());
-    assert_eq!(s.probe.dispatched.get(), 1, "only the later client's request ran");
-    assert_eq!(s.probe.connections.get(), 1, "only the keep-alive client is left");
+    assert!(
+        s.log
+            .lines()
+            .iter()
+            .any(|l| l.contains("server read c0 error")),
+        "{:#?}",
+        s.log.lines()
+    );
+    assert_eq!(
+        s.probe.dispatched.get(),
+        1,
+        "only the later client's request ran"
+    );
+    assert_eq!(
+        s.probe.connections.get(),
+        1,
+        "only the keep-alive client is left"
+    );
 }
 
 #[test]
@@ -61,7 +83,11 @@ fn reset_mid_response_cancels_the_streaming_app_and_frees_the_channel() {
     s.sim.run().expect("simulation");
     assert_eq!(s.probe.cancelled.get(), 1, "the app was cancelled");
     assert_eq!(s.probe.running_apps.get(), 0);
-    assert_eq!(s.probe.connections.get(), 0, "the connection table is empty");
+    assert_eq!(
+        s.probe.connections.get(),
+        0,
+        "the connection table is empty"
+    );
 }
 
 #[test]
@@ -78,5 +104,9 @@ fn eof_mid_head_frees_the_channel() {
     s.sim.run().expect("simulation");
     assert_eq!(s.probe.dispatched.get(), 0);
     assert_eq!(s.probe.connections.get(), 0);
-    assert!(s.log.lines().iter().any(|l| l.contains("server read c0 0")), "{:#?}", s.log.lines());
+    assert!(
+        s.log.lines().iter().any(|l| l.contains("server read c0 0")),
+        "{:#?}",
+        s.log.lines()
+    );
 }

@@ -12,7 +12,10 @@ const BODY: usize = 1 << 20;
 
 /// (the echoed body, how many bodies the engine spilled to disk)
 fn run(inbuf_overflow: usize) -> (Vec<u8>, usize) {
-    let config = Config { inbuf_overflow, ..Config::default() };
+    let config = Config {
+        inbuf_overflow,
+        ..Config::default()
+    };
     let mut s = start(Setup::default(), config, echo_app());
     let echoed = Rc::new(RefCell::new(Vec::new()));
     let out = echoed.clone();

@@ -22,7 +22,8 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::config::Config;
 use crate::engine::{
-    Accepted, AppEvent, Clock, Close, ConnId, Engine, Executor, ListenerId, Peer, Timestamp, Transport, Want,
+    Accepted, AppEvent, Clock, Close, ConnId, Engine, Executor, ListenerId, Peer, Timestamp,
+    Transport, Want,
 };
 
 const WAKER: Token = Token(usize::MAX);
@@ -46,7 +47,10 @@ impl Listener {
             #[cfg(unix)]
             Listener::Unix(l) => {
                 let a = l.local_addr()?;
-                let path = a.as_pathname().map(|p| p.display().to_string()).unwrap_or_default();
+                let path = a
+                    .as_pathname()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 Ok(("unix".to_string(), path))
             }
         }
@@ -85,7 +89,9 @@ pub fn bind_unix(path: &std::path::Path, perms: u32, backlog: i32) -> io::Result
     socket.listen(backlog)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms))?;
     let std_listener: std::os::unix::net::UnixListener = socket.into();
-    Ok(Listener::Unix(mio::net::UnixListener::from_std(std_listener)))
+    Ok(Listener::Unix(mio::net::UnixListener::from_std(
+        std_listener,
+    )))
 }
 
 enum Stream {
@@ -121,7 +127,13 @@ pub struct MioTransport {
 
 impl MioTransport {
     fn new(registry: Registry, listeners: Vec<Listener>) -> io::Result<Self> {
-        let mut t = MioTransport { registry, listeners, listening: false, conns: Slab::new(), file_buf: Vec::new() };
+        let mut t = MioTransport {
+            registry,
+            listeners,
+            listening: false,
+            conns: Slab::new(),
+            file_buf: Vec::new(),
+        };
         t.listen(true)?;
         Ok(t)
     }
@@ -165,10 +177,16 @@ impl MioTransport {
     }
 
     fn conn(&mut self, id: ConnId) -> io::Result<&mut Conn> {
-        self.conns.get_mut(id.0).ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "closed"))
+        self.conns
+            .get_mut(id.0)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "closed"))
     }
 
-    fn with_stream<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Stream) -> io::Result<R>) -> io::Result<R> {
+    fn with_stream<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut Stream) -> io::Result<R>,
+    ) -> io::Result<R> {
         f(&mut self.conn(id)?.stream)
     }
 }
@@ -181,9 +199,17 @@ impl Transport for MioTransport {
             };
             let entry = self.conns.vacant_entry();
             let id = entry.key();
-            self.registry.register(stream.source(), Token(id), Interest::READABLE)?;
-            entry.insert(Conn { stream, registered: Some(Interest::READABLE) });
-            return Ok(Some(Accepted { conn: ConnId(id), peer, listener: ListenerId(i) }));
+            self.registry
+                .register(stream.source(), Token(id), Interest::READABLE)?;
+            entry.insert(Conn {
+                stream,
+                registered: Some(Interest::READABLE),
+            });
+            return Ok(Some(Accepted {
+                conn: ConnId(id),
+                peer,
+                listener: ListenerId(i),
+            }));
         }
         Ok(None)
     }
@@ -210,7 +236,13 @@ impl Transport for MioTransport {
         })
     }
 
-    fn send_file(&mut self, conn: ConnId, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+    fn send_file(
+        &mut self,
+        conn: ConnId,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
         let want = len.min(256 * 1024);
         let mut buf = std::mem::take(&mut self.file_buf);
         buf.resize(want, 0);
@@ -226,7 +258,9 @@ impl Transport for MioTransport {
 
     fn set_interest(&mut self, conn: ConnId, want: Want) {
         let registry = &self.registry;
-        let Some(c) = self.conns.get_mut(conn.0) else { return };
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
         let interest = match (want.read, want.write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -356,9 +390,21 @@ impl Wiring {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, events) = mpsc::channel();
         let flagged = Arc::new(AtomicBool::new(false));
-        let sender = EventSender { tx, waker: waker.clone(), flagged };
-        let stop = StopHandle { stop: Arc::new(AtomicBool::new(false)), waker };
-        Ok(Wiring { poll, sender, events, stop })
+        let sender = EventSender {
+            tx,
+            waker: waker.clone(),
+            flagged,
+        };
+        let stop = StopHandle {
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+        };
+        Ok(Wiring {
+            poll,
+            sender,
+            events,
+            stop,
+        })
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -367,10 +413,17 @@ impl Wiring {
 }
 
 impl<E: Executor> MioServer<E> {
-    pub fn new(config: &Config, listeners: Vec<Listener>, wiring: Wiring, exec: E) -> io::Result<Self> {
+    pub fn new(
+        config: &Config,
+        listeners: Vec<Listener>,
+        wiring: Wiring,
+        exec: E,
+    ) -> io::Result<Self> {
         let registry = wiring.poll.registry().try_clone()?;
         let transport = MioTransport::new(registry, listeners)?;
-        let clock = MioClock { start: Instant::now() };
+        let clock = MioClock {
+            start: Instant::now(),
+        };
         Ok(MioServer {
             engine: Engine::new(config, transport, clock, exec),
             poll: wiring.poll,
@@ -386,7 +439,10 @@ impl<E: Executor> MioServer<E> {
     }
 
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle { stop: self.stop.clone(), waker: self.waker.clone() }
+        StopHandle {
+            stop: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     pub fn engine(&self) -> &Engine<MioTransport, MioClock, E> {

@@ -15,7 +15,7 @@ use crate::engine::settings::EngineSettings;
 use crate::engine::transport::{ConnId, ListenerId, Peer, Transport, Want};
 use crate::http::chunked::{ChunkedDecoder, Decoded};
 use crate::http::errors::{error_response, internal_error, HttpError};
-use crate::http::parser::{parse_head, Parsed};
+use crate::http::parser::{parse_head_from, Parsed};
 use crate::http::request::{BodyFraming, RequestHead, Version};
 use crate::http::response::{build_head, chunk_header, Framing, RequestInfo, LAST_CHUNK};
 
@@ -98,6 +98,9 @@ pub struct Channel {
     pub peer: Peer,
     pub listener: ListenerId,
     inbuf: Vec<u8>,
+    /// How much of a partial head at the start of `inbuf` was already searched
+    /// for its end, so a trickled head costs linear, not quadratic, time.
+    scanned: usize,
     reading: Reading,
     queue: VecDeque<Queued>,
     active: Option<Active>,
@@ -115,12 +118,19 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new(id: ConnId, peer: Peer, listener: ListenerId, now: Timestamp, cfg: &EngineSettings) -> Self {
+    pub fn new(
+        id: ConnId,
+        peer: Peer,
+        listener: ListenerId,
+        now: Timestamp,
+        cfg: &EngineSettings,
+    ) -> Self {
         Channel {
             id,
             peer,
             listener,
             inbuf: Vec::new(),
+            scanned: 0,
             reading: Reading::Head,
             queue: VecDeque::new(),
             active: None,
@@ -197,8 +207,9 @@ impl Channel {
     /// It never runs while a request is queued or running, so a slow app
     /// cannot get a pipelined client's next head timed out.
     fn refresh_head_deadline(&mut self, now: Timestamp, cfg: &EngineSettings) {
-        let awaiting_head =
-            matches!(self.reading, Reading::Head) && self.line_is_clear() && !self.close_when_flushed;
+        let awaiting_head = matches!(self.reading, Reading::Head)
+            && self.line_is_clear()
+            && !self.close_when_flushed;
         if !awaiting_head {
             self.head_deadline = None;
         } else if self.head_deadline.is_none() && (self.fresh || !self.inbuf.is_empty()) {
@@ -217,7 +228,11 @@ impl Channel {
     }
 
     /// One read if the channel is readable. Returns whether bytes arrived.
-    fn read_some<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, scratch: &mut [u8]) -> bool {
+    fn read_some<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        scratch: &mut [u8],
+    ) -> bool {
         if !self.readable(cx.cfg) {
             return false;
         }
@@ -261,9 +276,19 @@ impl Channel {
     }
 
     /// Returns the bytes consumed, or None when more input is needed.
-    fn parse_one_head<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, pos: usize) -> Option<usize> {
-        match parse_head(&self.inbuf[pos..], &cx.cfg.limits) {
-            Ok(Parsed::Incomplete) => None,
+    fn parse_one_head<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        pos: usize,
+    ) -> Option<usize> {
+        let scanned = std::mem::take(&mut self.scanned);
+        match parse_head_from(&self.inbuf[pos..], &cx.cfg.limits, scanned) {
+            Ok(Parsed::Incomplete) => {
+                // The partial head moves to the front of `inbuf` when the
+                // consumed bytes are drained: same bytes, same start.
+                self.scanned = self.inbuf.len() - pos;
+                None
+            }
             Ok(Parsed::Skip(n)) => Some(n),
             Ok(Parsed::Head { head, consumed }) => {
                 self.start_request(cx, head);
@@ -276,15 +301,25 @@ impl Channel {
         }
     }
 
-    fn start_request<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, head: RequestHead) {
+    fn start_request<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        head: RequestHead,
+    ) {
         self.fresh = false;
         let progress = match head.framing {
             BodyFraming::None => {
-                self.queue.push_back(Queued::Request { head, body: Body::Empty, continue_due: false });
+                self.queue.push_back(Queued::Request {
+                    head,
+                    body: Body::Empty,
+                    continue_due: false,
+                });
                 return;
             }
             BodyFraming::Length(n) => BodyProgress::Remaining(n),
-            BodyFraming::Chunked => BodyProgress::Chunked(ChunkedDecoder::new(cx.cfg.limits.max_body)),
+            BodyFraming::Chunked => {
+                BodyProgress::Chunked(ChunkedDecoder::new(cx.cfg.limits.max_body))
+            }
         };
         // Decision Q4: a 100 only for a valid head that announces a body;
         // behind earlier requests it waits so responses stay in order.
@@ -312,7 +347,11 @@ impl Channel {
     }
 
     /// Feed buffered bytes to the body being received.
-    fn take_body<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, pos: usize) -> Option<usize> {
+    fn take_body<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        pos: usize,
+    ) -> Option<usize> {
         let Reading::Body(incoming) = &mut self.reading else {
             return None;
         };
@@ -325,7 +364,8 @@ impl Channel {
             }
         };
         if finished {
-            let Reading::Body(incoming) = std::mem::replace(&mut self.reading, Reading::Head) else {
+            let Reading::Body(incoming) = std::mem::replace(&mut self.reading, Reading::Head)
+            else {
                 return None;
             };
             self.finish_body(cx, *incoming);
@@ -333,13 +373,26 @@ impl Channel {
         Some(used)
     }
 
-    fn finish_body<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, incoming: Incoming) {
-        let Incoming { mut head, body, progress, continue_due } = incoming;
+    fn finish_body<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        incoming: Incoming,
+    ) {
+        let Incoming {
+            mut head,
+            body,
+            progress,
+            continue_due,
+        } = incoming;
         if let BodyProgress::Chunked(decoder) = &progress {
             set_content_length(&mut head, decoder.decoded_len());
         }
         match body.finish() {
-            Ok(body) => self.queue.push_back(Queued::Request { head, body, continue_due }),
+            Ok(body) => self.queue.push_back(Queued::Request {
+                head,
+                body,
+                continue_due,
+            }),
             Err(e) => {
                 warn!(target: "maitre", "could not buffer request body: {e}");
                 self.refuse(internal_error(None, head.version));
@@ -363,7 +416,11 @@ impl Channel {
             };
             match next {
                 Queued::Refused(err) => self.answer_error(cx, &err),
-                Queued::Request { head, body, continue_due } => {
+                Queued::Request {
+                    head,
+                    body,
+                    continue_due,
+                } => {
                     if continue_due {
                         self.send_continue(cx);
                     }
@@ -387,7 +444,12 @@ impl Channel {
         }
     }
 
-    fn run<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, head: RequestHead, body: Body) {
+    fn run<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        head: RequestHead,
+        body: Body,
+    ) {
         *cx.next_seq += 1;
         let req = ReqId::new(*cx.next_seq, self.id);
         self.active = Some(Active {
@@ -423,7 +485,11 @@ impl Channel {
     }
 
     /// Route one application event for this channel's running request.
-    pub fn on_app_event<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, ev: AppEvent) {
+    pub fn on_app_event<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        ev: AppEvent,
+    ) {
         if self.active_req() != Some(ev.req()) || self.ending != Ending::Open {
             return;
         }
@@ -435,7 +501,9 @@ impl Channel {
                 Ok(())
             }
             AppEvent::Data { bytes, .. } => self.app_data(cx, bytes),
-            AppEvent::File { file, offset, len, .. } => self.app_file(cx, file, offset, len),
+            AppEvent::File {
+                file, offset, len, ..
+            } => self.app_file(cx, file, offset, len),
             AppEvent::Done { .. } => self.app_done(cx),
             AppEvent::Failed { detail, .. } => {
                 self.app_failed(cx, detail);
@@ -449,7 +517,10 @@ impl Channel {
 
     /// Send the head if it has not gone yet. Returns false when the app's
     /// head was unacceptable (a 500 has been queued instead).
-    fn ensure_head<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>) -> io::Result<bool> {
+    fn ensure_head<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+    ) -> io::Result<bool> {
         let Some(active) = &mut self.active else {
             return Ok(false);
         };
@@ -476,11 +547,17 @@ impl Channel {
         }
     }
 
-    fn app_data<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, bytes: Vec<u8>) -> io::Result<()> {
+    fn app_data<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        bytes: Vec<u8>,
+    ) -> io::Result<()> {
         if bytes.is_empty() || !self.ensure_head(cx)? {
             return Ok(());
         }
-        let Some(active) = &mut self.active else { return Ok(()) };
+        let Some(active) = &mut self.active else {
+            return Ok(());
+        };
         active.ungranted += bytes.len() as u64;
         let Some(take) = body_allowance(active, bytes.len() as u64) else {
             return Ok(());
@@ -509,7 +586,9 @@ impl Channel {
         if len == 0 || !self.ensure_head(cx)? {
             return Ok(());
         }
-        let Some(active) = &mut self.active else { return Ok(()) };
+        let Some(active) = &mut self.active else {
+            return Ok(());
+        };
         active.ungranted += len;
         let Some(take) = body_allowance(active, len) else {
             return Ok(());
@@ -529,13 +608,19 @@ impl Channel {
 
     fn app_done<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>) -> io::Result<()> {
         if !self.ensure_head(cx)? {
-            if self.active.as_ref().is_some_and(|a| a.framing.is_none() && !self.close_when_flushed) {
+            if self
+                .active
+                .as_ref()
+                .is_some_and(|a| a.framing.is_none() && !self.close_when_flushed)
+            {
                 // Done without start_response: nothing sensible was produced.
                 self.app_failed(cx, None);
             }
             return Ok(());
         }
-        let Some(active) = self.active.take() else { return Ok(()) };
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
         let mut keep_alive = active.keep_alive;
         match active.framing {
             Some(Framing::Chunked) => self.out.push(LAST_CHUNK)?,
@@ -560,7 +645,11 @@ impl Channel {
     }
 
     /// The app raised: a 500 if nothing was sent yet, else cut the response.
-    fn app_failed<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, detail: Option<String>) {
+    fn app_failed<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        detail: Option<String>,
+    ) {
         let Some(active) = &self.active else { return };
         if active.framing.is_none() {
             let err = internal_error(detail.as_deref(), active.info.version);
@@ -573,7 +662,11 @@ impl Channel {
         }
     }
 
-    fn fail_before_head<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, err: HttpError) {
+    fn fail_before_head<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        err: HttpError,
+    ) {
         self.active = None;
         self.answer_error(cx, &err);
     }
@@ -607,7 +700,11 @@ impl Channel {
     }
 
     /// The peer is gone or the socket failed: stop everything now.
-    pub fn broken<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, err: Option<io::Error>) {
+    pub fn broken<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+        err: Option<io::Error>,
+    ) {
         if self.ending != Ending::Open {
             return;
         }
@@ -633,7 +730,10 @@ impl Channel {
     }
 
     fn update_interest<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>) {
-        let want = Want { read: self.readable(cx.cfg), write: !self.out.is_empty() };
+        let want = Want {
+            read: self.readable(cx.cfg),
+            write: !self.out.is_empty(),
+        };
         if want != self.want {
             self.want = want;
             cx.io.set_interest(self.id, want);
@@ -684,7 +784,11 @@ fn feed_body(incoming: &mut Incoming, input: &[u8]) -> Result<(usize, bool), Htt
                 let (used, step) = decoder.decode(&input[pos..])?;
                 match step {
                     Decoded::Data(range) => {
-                        store(&mut incoming.body, &input[pos + range.start..pos + range.end], version)?;
+                        store(
+                            &mut incoming.body,
+                            &input[pos + range.start..pos + range.end],
+                            version,
+                        )?;
                     }
                     Decoded::NeedMore => return Ok((pos + used, false)),
                     Decoded::Done => return Ok((pos + used, true)),
@@ -710,6 +814,9 @@ fn set_content_length(head: &mut RequestHead, len: u64) {
 fn is_disconnect(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
     )
 }

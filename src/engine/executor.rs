@@ -28,7 +28,10 @@ pub enum Body {
     Empty,
     Memory(Vec<u8>),
     /// Spilled past `inbuf_overflow`: an anonymous temp file, rewound, of `len` bytes.
-    File { file: File, len: u64 },
+    File {
+        file: File,
+        len: u64,
+    },
 }
 
 impl Body {
@@ -70,15 +73,31 @@ pub struct AppHead {
 #[derive(Debug)]
 pub enum AppEvent {
     /// `start_response` took effect; sent before the first body byte or with `Done`.
-    Head { req: ReqId, head: AppHead },
-    Data { req: ReqId, bytes: Vec<u8> },
+    Head {
+        req: ReqId,
+        head: AppHead,
+    },
+    Data {
+        req: ReqId,
+        bytes: Vec<u8>,
+    },
     /// A seekable file from `wsgi.file_wrapper`: send `len` bytes from `offset`.
-    File { req: ReqId, file: File, offset: u64, len: u64 },
+    File {
+        req: ReqId,
+        file: File,
+        offset: u64,
+        len: u64,
+    },
     /// The app iterator is exhausted and closed.
-    Done { req: ReqId },
+    Done {
+        req: ReqId,
+    },
     /// The app raised. Before the head went out this becomes a 500 (with `detail`
     /// as the body text when tracebacks are exposed); after, the connection is cut.
-    Failed { req: ReqId, detail: Option<String> },
+    Failed {
+        req: ReqId,
+        detail: Option<String>,
+    },
 }
 
 impl AppEvent {

@@ -321,7 +321,10 @@ struct DateCache {
 
 impl DateCache {
     fn update(&mut self, wall: std::time::SystemTime) {
-        let second = wall.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let second = wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if self.second != Some(second) {
             self.second = Some(second);
             self.text = httpdate::fmt_http_date(wall);

@@ -36,10 +36,22 @@ pub struct Want {
 }
 
 impl Want {
-    pub const NONE: Want = Want { read: false, write: false };
-    pub const READ: Want = Want { read: true, write: false };
-    pub const WRITE: Want = Want { read: false, write: true };
-    pub const BOTH: Want = Want { read: true, write: true };
+    pub const NONE: Want = Want {
+        read: false,
+        write: false,
+    };
+    pub const READ: Want = Want {
+        read: true,
+        write: false,
+    };
+    pub const WRITE: Want = Want {
+        read: false,
+        write: true,
+    };
+    pub const BOTH: Want = Want {
+        read: true,
+        write: true,
+    };
 }
 
 /// How to end a connection.
@@ -60,7 +72,13 @@ pub trait Transport {
     fn read(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize>;
     fn write_vectored(&mut self, conn: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Send up to `len` bytes of `file` from `offset`; may copy through user space.
-    fn send_file(&mut self, conn: ConnId, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+    fn send_file(
+        &mut self,
+        conn: ConnId,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize>;
     fn set_interest(&mut self, conn: ConnId, want: Want);
     /// Forget the connection; the id may be reused by a later `accept`.
     fn close(&mut self, conn: ConnId, how: Close);
