@@ -224,7 +224,7 @@ impl Channel {
         !self.close_when_flushed
             && matches!(self.reading, Reading::Head | Reading::Body(_))
             && self.out.is_empty()
-            && (waiting == 0 || waiting <= cfg.channel_request_lookahead)
+            && waiting <= cfg.channel_request_lookahead
     }
 
     /// One read if the channel is readable. Returns whether bytes arrived.
@@ -662,12 +662,16 @@ impl Channel {
         }
     }
 
+    /// Answer a 500 in place of the app's response. The app may still be
+    /// running (its head was refused), so it is told to stop.
     fn fail_before_head<T: Transport, E: Executor>(
         &mut self,
         cx: &mut Ctx<'_, T, E>,
         err: HttpError,
     ) {
-        self.active = None;
+        if let Some(active) = self.active.take() {
+            cx.exec.cancel(active.req);
+        }
         self.answer_error(cx, &err);
     }
 
