@@ -3,3 +3,4 @@ pub mod config;
 pub mod drivers;
 pub mod engine;
 pub mod http;
+pub mod python;

@@ -1,0 +1,1 @@
+"""maitre: a fast WSGI server (placeholder)."""
