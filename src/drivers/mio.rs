@@ -27,6 +27,7 @@ use crate::engine::{
 };
 
 const WAKER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
 
 /// A listening socket before it joins a driver.
@@ -37,6 +38,38 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// Adopt a socket that is already bound and listening (from Python, or
+    /// systemd socket activation).
+    ///
+    /// # Safety
+    /// `fd` must be an open listening stream socket nobody else will close.
+    #[cfg(unix)]
+    pub unsafe fn from_raw_fd(
+        fd: std::os::unix::io::RawFd,
+        unix_socket: bool,
+    ) -> io::Result<Listener> {
+        use std::os::unix::io::FromRawFd;
+        if unix_socket {
+            let l = std::os::unix::net::UnixListener::from_raw_fd(fd);
+            l.set_nonblocking(true)?;
+            Ok(Listener::Unix(mio::net::UnixListener::from_std(l)))
+        } else {
+            let l = std::net::TcpListener::from_raw_fd(fd);
+            l.set_nonblocking(true)?;
+            Ok(Listener::Tcp(TcpListener::from_std(l)))
+        }
+    }
+
+    /// # Safety
+    /// `socket` must be an open listening TCP socket nobody else will close.
+    #[cfg(windows)]
+    pub unsafe fn from_raw_socket(socket: std::os::windows::io::RawSocket) -> io::Result<Listener> {
+        use std::os::windows::io::FromRawSocket;
+        let l = std::net::TcpListener::from_raw_socket(socket);
+        l.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(l)))
+    }
+
     /// What the listener is bound to: `(host, port)` for TCP, `("unix", path)`.
     pub fn describe(&self) -> io::Result<(String, String)> {
         match self {
@@ -369,6 +402,7 @@ impl StopHandle {
 /// A bound server: the engine, its sockets and the app-event channel.
 pub struct MioServer<E: Executor> {
     poll: Poll,
+    signals: Option<SignalSource>,
     engine: Engine<MioTransport, MioClock, E>,
     events: Receiver<AppEvent>,
     flagged: Arc<AtomicBool>,
@@ -425,6 +459,7 @@ impl<E: Executor> MioServer<E> {
             start: Instant::now(),
         };
         Ok(MioServer {
+            signals: None,
             engine: Engine::new(config, transport, clock, exec),
             poll: wiring.poll,
             events: wiring.events,
@@ -449,8 +484,27 @@ impl<E: Executor> MioServer<E> {
         &self.engine
     }
 
+    pub fn executor_mut(&mut self) -> &mut E {
+        self.engine.executor_mut()
+    }
+
+    /// Watch the read end of a signal wakeup pipe (Python's
+    /// `signal.set_wakeup_fd`): when a byte arrives, `run_with`'s callback runs
+    /// the pending handlers. The fd stays owned by the caller.
+    pub fn watch_signals(&mut self, source: SignalSource) -> io::Result<()> {
+        source.register(self.poll.registry())?;
+        self.signals = Some(source);
+        Ok(())
+    }
+
     /// Serve until stopped.
     pub fn run(&mut self) -> io::Result<()> {
+        self.run_with(&mut || false)
+    }
+
+    /// Serve until stopped, or until `on_signal` (called when the signal
+    /// source fires) returns true.
+    pub fn run_with(&mut self, on_signal: &mut dyn FnMut() -> bool) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::Acquire) {
             let timeout = self.timeout();
@@ -461,6 +515,15 @@ impl<E: Executor> MioServer<E> {
                 return Err(e);
             }
             for ev in events.iter() {
+                if ev.token() == SIGNALS {
+                    if let Some(source) = &self.signals {
+                        source.drain();
+                    }
+                    if on_signal() {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 self.dispatch(ev.token());
             }
             self.drain_app_events();
@@ -498,6 +561,65 @@ impl<E: Executor> MioServer<E> {
             let engine = &mut self.engine;
             guarded(|| engine.on_timer());
         }
+    }
+}
+
+/// The read end of a signal wakeup socket, borrowed from its owner.
+pub struct SignalSource {
+    #[cfg(unix)]
+    stream: std::mem::ManuallyDrop<std::os::unix::net::UnixStream>,
+    #[cfg(windows)]
+    stream: std::mem::ManuallyDrop<std::net::TcpStream>,
+}
+
+impl SignalSource {
+    /// # Safety
+    /// `fd` must be an open, connected stream socket (a `socketpair` end on
+    /// Unix, a loopback TCP socket on Windows) that outlives the server.
+    #[cfg(unix)]
+    pub unsafe fn borrow_fd(fd: std::os::unix::io::RawFd) -> io::Result<Self> {
+        use std::os::unix::io::FromRawFd;
+        let stream = std::os::unix::net::UnixStream::from_raw_fd(fd);
+        stream.set_nonblocking(true)?;
+        Ok(SignalSource {
+            stream: std::mem::ManuallyDrop::new(stream),
+        })
+    }
+
+    /// # Safety
+    /// As for the Unix version, with a connected socket.
+    #[cfg(windows)]
+    pub unsafe fn borrow_socket(socket: std::os::windows::io::RawSocket) -> io::Result<Self> {
+        use std::os::windows::io::FromRawSocket;
+        let stream = std::net::TcpStream::from_raw_socket(socket);
+        stream.set_nonblocking(true)?;
+        Ok(SignalSource {
+            stream: std::mem::ManuallyDrop::new(stream),
+        })
+    }
+
+    #[cfg(unix)]
+    fn register(&self, registry: &Registry) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let fd = self.stream.as_raw_fd();
+        registry.register(&mut mio::unix::SourceFd(&fd), SIGNALS, Interest::READABLE)
+    }
+
+    #[cfg(windows)]
+    fn register(&self, registry: &Registry) -> io::Result<()> {
+        // mio on Windows polls only its own socket types: watch a clone.
+        let clone = self.stream.try_clone()?;
+        let mut watched = mio::net::TcpStream::from_std(clone);
+        registry.register(&mut watched, SIGNALS, Interest::READABLE)?;
+        std::mem::forget(watched);
+        Ok(())
+    }
+
+    /// Empty the socket so the next signal makes it readable again.
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        let mut stream: &_ = &*self.stream;
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
     }
 }
 

@@ -26,8 +26,13 @@ pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::Str(s.to_str()?.to_owned()));
     }
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() || obj.is_instance_of::<PySet>() {
-        let items = obj.try_iter()?.map(|i| i.and_then(|i| Ok(i.str()?.to_str()?.to_owned())));
+    if obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PySet>()
+    {
+        let items = obj
+            .try_iter()?
+            .map(|i| i.and_then(|i| Ok(i.str()?.to_str()?.to_owned())));
         return Ok(Value::List(items.collect::<PyResult<_>>()?));
     }
     Ok(Value::Str(obj.str()?.to_str()?.to_owned()))
@@ -47,7 +52,11 @@ pub fn from_value(py: Python<'_>, v: Value) -> PyResult<Py<PyAny>> {
 /// iterating an int); the table reports those with Python's wording.
 pub fn config_error(e: ConfigError) -> PyErr {
     let m = e.0;
-    let type_error = ["object is not iterable", "can't convert non-string", "int() argument must be"];
+    let type_error = [
+        "object is not iterable",
+        "can't convert non-string",
+        "int() argument must be",
+    ];
     if type_error.iter().any(|t| m.contains(t)) {
         PyTypeError::new_err(m)
     } else {
@@ -55,10 +64,13 @@ pub fn config_error(e: ConfigError) -> PyErr {
     }
 }
 
+/// Every setting by name, in Waitress's `adj.<name>` shape.
+pub type Shaped = Vec<(String, Value)>;
+
 /// Validate settings given as `(name, value)` pairs. Returns the typed
 /// config, and also every setting in Waitress's attribute shape plus the
 /// warnings (deprecations) to emit.
-pub fn parse(pairs: &Bound<'_, PyList>) -> PyResult<(Config, Vec<(String, Value)>, Vec<String>)> {
+pub fn parse(pairs: &Bound<'_, PyList>) -> PyResult<(Config, Shaped, Vec<String>)> {
     let mut owned = Vec::with_capacity(pairs.len());
     for item in pairs.iter() {
         let (name, value): (String, Bound<'_, PyAny>) = item.extract()?;
@@ -100,6 +112,13 @@ pub fn check_combinations(names: Vec<String>) -> PyResult<()> {
 pub fn settings_table() -> Vec<(&'static str, String, &'static str, &'static str)> {
     SETTINGS
         .iter()
-        .map(|s| (s.name, format!("{:?}", s.kind).to_lowercase(), s.default, s.help))
+        .map(|s| {
+            (
+                s.name,
+                format!("{:?}", s.kind).to_lowercase(),
+                s.default,
+                s.help,
+            )
+        })
         .collect()
 }

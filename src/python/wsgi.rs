@@ -1,0 +1,470 @@
+//! Running one WSGI request on a worker thread: call the app, collect what
+//! `start_response`, `write()` and the iterator produce, and send it to the
+//! I/O thread as [`AppEvent`]s.
+use std::sync::{Arc, Mutex};
+
+use log::info;
+use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::{intern, IntoPyObjectExt};
+
+use crate::config::Config;
+use crate::drivers::mio::EventSender;
+use crate::engine::{AppEvent, AppHead, Job, ReqId};
+use crate::http::response::{validate_header, validate_status};
+use crate::python::environ::Template;
+use crate::python::pool::ReqCtl;
+
+/// What every request of one server shares.
+pub struct Shared {
+    pub config: Config,
+    pub app: Py<PyAny>,
+    pub template: Template,
+    /// `wsgi.file_wrapper`: results of this class may be sent from the file.
+    pub file_wrapper: Py<PyAny>,
+    /// Raised by `write()` once the client has gone.
+    pub client_disconnected: Py<PyAny>,
+    pub logger: Py<PyAny>,
+}
+
+/// Run the app for one job and report everything it does.
+pub fn run(py: Python<'_>, shared: &Shared, job: Job, ctl: &Arc<ReqCtl>, events: &EventSender) {
+    let req = job.req;
+    let path = String::from_utf8_lossy(&job.head.target).into_owned();
+    let state = Arc::new(Mutex::new(RespState::default()));
+    let out = Output {
+        req,
+        ctl: ctl.clone(),
+        events: events.clone(),
+        state: state.clone(),
+        disconnected_exc: Arc::new(shared.client_disconnected.clone_ref(py)),
+    };
+    let result = call_app(py, shared, job, ctl, &out);
+    match result {
+        Ok(()) => {
+            out.finish(None);
+            out.events.send(AppEvent::Done { req });
+        }
+        Err(err) => report_failure(py, shared, &out, &path, err),
+    }
+}
+
+fn call_app(
+    py: Python<'_>,
+    shared: &Shared,
+    job: Job,
+    ctl: &Arc<ReqCtl>,
+    out: &Output,
+) -> PyResult<()> {
+    let environ = shared.template.environ(py, job, ctl)?;
+    let start = StartResponse { out: out.clone() };
+    let result = shared.app.bind(py).call1((environ, start))?;
+    let outcome = send_result(py, shared, &result, out);
+    let closed = close_result(py, &result);
+    outcome.and(closed)
+}
+
+/// PEP 3333: `close()` is called on the result whatever happened.
+fn close_result(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if result.hasattr(intern!(py, "close"))? {
+        result.call_method0(intern!(py, "close"))?;
+    }
+    Ok(())
+}
+
+fn send_result(
+    py: Python<'_>,
+    shared: &Shared,
+    result: &Bound<'_, PyAny>,
+    out: &Output,
+) -> PyResult<()> {
+    if let Some(body) = single_bytes(result) {
+        // The common case, `[b"..."]`: the length is known, one Data event.
+        out.write_chunk(py, body.as_bytes(), Some(body.as_bytes().len() as u64))?;
+        return Ok(());
+    }
+    if result.is_instance(shared.file_wrapper.bind(py))? && send_file(py, result, out)? {
+        return Ok(());
+    }
+    iterate(py, result, out)
+}
+
+/// `[b"..."]` or `(b"...",)`, exactly.
+fn single_bytes<'py>(result: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    let item = if let Ok(list) = result.cast::<PyList>() {
+        (list.len() == 1).then(|| list.get_item(0).ok()).flatten()?
+    } else if let Ok(tuple) = result.cast::<PyTuple>() {
+        (tuple.len() == 1)
+            .then(|| tuple.get_item(0).ok())
+            .flatten()?
+    } else {
+        return None;
+    };
+    item.cast_into::<PyBytes>().ok()
+}
+
+/// Waitress sets a Content-Length for a result with `len() == 1` from the
+/// first chunk; empty chunks are skipped and do not send the head.
+fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, out: &Output) -> PyResult<()> {
+    let single = result.len().map(|n| n == 1).unwrap_or_else(|_| {
+        PyErr::take(py);
+        false
+    });
+    let mut first = true;
+    for chunk in result.try_iter()? {
+        let chunk = chunk?;
+        let bytes = chunk.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "expected bytes from the app, got {}",
+                chunk.get_type()
+            ))
+        })?;
+        let data = bytes.as_bytes();
+        let known = (first && single).then_some(data.len() as u64);
+        first = false;
+        if !data.is_empty() || known.is_some() {
+            out.write_chunk(py, data, known)?;
+        }
+    }
+    Ok(())
+}
+
+/// A `wsgi.file_wrapper` over a real, seekable file: the I/O thread sends the
+/// bytes from the current position straight from the file. Returns false when
+/// the file is not such a file (then it is iterated like any result).
+fn send_file(py: Python<'_>, wrapper: &Bound<'_, PyAny>, out: &Output) -> PyResult<bool> {
+    let filelike = wrapper.getattr(intern!(py, "filelike"))?;
+    let Some((file, offset, size)) = open_range(py, &filelike) else {
+        return Ok(false);
+    };
+    let remain = size.saturating_sub(offset);
+    if remain == 0 {
+        return Ok(false);
+    }
+    let len = out.fit_file_length(remain);
+    if !out.ctl.take_credit(py, 0) {
+        return Err(out.disconnected(py));
+    }
+    out.finish(Some(len));
+    out.events.send(AppEvent::File {
+        req: out.req,
+        file,
+        offset,
+        len,
+    });
+    Ok(true)
+}
+
+/// A duplicate of the file's descriptor, its position and its size.
+fn open_range(py: Python<'_>, filelike: &Bound<'_, PyAny>) -> Option<(std::fs::File, u64, u64)> {
+    let grab = || -> PyResult<Option<(std::fs::File, u64, u64)>> {
+        if !filelike.hasattr(intern!(py, "seek"))? || !filelike.hasattr(intern!(py, "tell"))? {
+            return Ok(None);
+        }
+        let fd: i64 = filelike.call_method0(intern!(py, "fileno"))?.extract()?;
+        let offset: u64 = filelike.call_method0(intern!(py, "tell"))?.extract()?;
+        Ok(dup_file(fd).map(|f| {
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (f, offset, size)
+        }))
+    };
+    grab().unwrap_or_else(|_| {
+        PyErr::take(py);
+        None
+    })
+}
+
+#[cfg(unix)]
+fn dup_file(fd: i64) -> Option<std::fs::File> {
+    use std::os::unix::io::BorrowedFd;
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the app's file object owns `fd` and is alive while we borrow it
+    // to make our own duplicate.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let owned = borrowed.try_clone_to_owned().ok()?;
+    let file = std::fs::File::from(owned);
+    file.metadata().ok().filter(|m| m.is_file()).map(|_| file)
+}
+
+#[cfg(not(unix))]
+fn dup_file(_fd: i64) -> Option<std::fs::File> {
+    None
+}
+
+/// The app failed: log it as Waitress does, and tell the engine (a 500 if the
+/// head has not gone out, else the connection is cut).
+fn report_failure(py: Python<'_>, shared: &Shared, out: &Output, path: &str, err: PyErr) {
+    if err.is_instance(py, shared.client_disconnected.bind(py)) || out.ctl.is_cancelled() {
+        info!(target: "maitre", "Client disconnected while serving {path}");
+        return;
+    }
+    let logger = shared.logger.bind(py);
+    let msg = format!("Exception while serving {path}");
+    let exc_info = (err.get_type(py), err.value(py), err.traceback(py));
+    let kwargs = [(
+        "exc_info",
+        exc_info
+            .into_bound_py_any(py)
+            .unwrap_or_else(|_| py.None().into_bound(py)),
+    )];
+    let logged = pyo3::types::IntoPyDict::into_py_dict(kwargs, py)
+        .and_then(|kw| logger.call_method(intern!(py, "error"), (msg,), Some(&kw)));
+    if logged.is_err() {
+        PyErr::take(py);
+    }
+    let detail = shared
+        .config
+        .expose_tracebacks
+        .then(|| format_traceback(py, &err));
+    out.events.send(AppEvent::Failed {
+        req: out.req,
+        detail,
+    });
+}
+
+fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    let text = || -> PyResult<String> {
+        let tb = py.import(intern!(py, "traceback"))?;
+        let args = (err.get_type(py), err.value(py), err.traceback(py));
+        let lines = tb.call_method1(intern!(py, "format_exception"), args)?;
+        let joined = PyString::new(py, "").call_method1(intern!(py, "join"), (lines,))?;
+        joined.extract()
+    };
+    text().unwrap_or_else(|_| err.to_string())
+}
+
+/// The response as the app has declared it so far.
+#[derive(Default)]
+struct RespState {
+    status: Option<String>,
+    headers: Vec<(String, String)>,
+    /// The head has been handed to the engine (first body bytes or the end).
+    head_sent: bool,
+    /// Content-Length the app declared, if any (for file-wrapper trimming).
+    app_length: Option<u64>,
+}
+
+/// The sending side of one response, shared by start_response and write.
+#[derive(Clone)]
+struct Output {
+    req: ReqId,
+    ctl: Arc<ReqCtl>,
+    events: EventSender,
+    state: Arc<Mutex<RespState>>,
+    /// The class `write()` raises once the client has gone.
+    disconnected_exc: Arc<Py<PyAny>>,
+}
+
+impl Output {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RespState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn disconnected(&self, py: Python<'_>) -> PyErr {
+        match self
+            .disconnected_exc
+            .bind(py)
+            .call1(("Client disconnected",))
+        {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(e) => e,
+        }
+    }
+
+    /// Hand the head to the engine if it has not gone yet.
+    fn finish(&self, known_length: Option<u64>) {
+        let mut st = self.lock();
+        if st.head_sent {
+            return;
+        }
+        let Some(status) = st.status.clone() else {
+            return;
+        };
+        st.head_sent = true;
+        let head = AppHead {
+            status,
+            headers: std::mem::take(&mut st.headers),
+            known_length,
+        };
+        drop(st);
+        self.events.send(AppEvent::Head {
+            req: self.req,
+            head,
+        });
+    }
+
+    /// Send body bytes, waiting for output credit first.
+    fn write_chunk(&self, py: Python<'_>, data: &[u8], known_length: Option<u64>) -> PyResult<()> {
+        if self.lock().status.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "start_response was not called before body written",
+            ));
+        }
+        if !self.ctl.take_credit(py, data.len()) {
+            return Err(self.disconnected(py));
+        }
+        self.finish(known_length);
+        if !data.is_empty() {
+            self.events.send(AppEvent::Data {
+                req: self.req,
+                bytes: data.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waitress trims a file-wrapper body to the app's Content-Length and
+    /// corrects a Content-Length that is larger than the file.
+    fn fit_file_length(&self, remain: u64) -> u64 {
+        let mut st = self.lock();
+        match st.app_length {
+            Some(cl) if cl <= remain => cl,
+            Some(_) => {
+                st.headers
+                    .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+                remain
+            }
+            None => remain,
+        }
+    }
+}
+
+/// `start_response(status, headers, exc_info=None)`, returning `write`.
+#[pyclass(module = "maitre._maitre", name = "StartResponse", frozen)]
+struct StartResponse {
+    out: Output,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let exc_info = exc_info.filter(|e| !e.is_none() && e.is_truthy().unwrap_or(false));
+        {
+            let st = self.out.lock();
+            match exc_info {
+                Some(info) if st.head_sent => return Err(reraise(py, info)),
+                None if st.status.is_some() => {
+                    return Err(PyAssertionError::new_err(
+                        "start_response called a second time without providing exc_info.",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let status = checked_status(status)?;
+        let headers = checked_headers(headers)?;
+        let app_length = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok());
+        // Decision Q6: a second call replaces the first call's headers entirely.
+        let mut st = self.out.lock();
+        st.status = Some(status);
+        st.headers = headers;
+        st.app_length = app_length;
+        Ok(Write {
+            out: self.out.clone(),
+        })
+    }
+}
+
+fn reraise(_py: Python<'_>, info: &Bound<'_, PyAny>) -> PyErr {
+    match info.get_item(1) {
+        Ok(value) => PyErr::from_value(value),
+        Err(e) => e,
+    }
+}
+
+fn checked_status(status: &Bound<'_, PyAny>) -> PyResult<String> {
+    let Ok(text) = status.cast::<PyString>() else {
+        return Err(PyAssertionError::new_err(format!(
+            "status {} is not a string",
+            status.repr()?
+        )));
+    };
+    let text = text.to_str()?.to_owned();
+    validate_status(&text).map_err(PyValueError::new_err)?;
+    Ok(text)
+}
+
+fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in headers.try_iter()? {
+        let item = item?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+        let (Ok(n), Ok(v)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+            let which = if name.cast::<PyString>().is_err() {
+                "name"
+            } else {
+                "value"
+            };
+            return Err(PyAssertionError::new_err(format!(
+                "Header {which} {} is not a string in {}",
+                if which == "name" {
+                    name.repr()?
+                } else {
+                    value.repr()?
+                },
+                item.repr()?
+            )));
+        };
+        let (n, v) = (n.to_str()?.to_owned(), v.to_str()?.to_owned());
+        validate_header(&n, &v).map_err(|m| {
+            if m.contains("hop-by-hop") {
+                PyAssertionError::new_err(m)
+            } else {
+                PyValueError::new_err(m)
+            }
+        })?;
+        out.push((n, v));
+    }
+    Ok(out)
+}
+
+/// The `write(data)` callable returned by `start_response`.
+#[pyclass(module = "maitre._maitre", name = "Write", frozen)]
+struct Write {
+    out: Output,
+}
+
+#[pymethods]
+impl Write {
+    /// Waitress sends the head on every `write()`, even an empty one; a
+    /// non-bytes argument fails after the head went out.
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Ok(bytes) = data.cast::<PyBytes>() else {
+            self.out.write_chunk(py, b"", None)?;
+            return Err(PyTypeError::new_err(format!(
+                "write() argument must be bytes, not {}",
+                data.get_type().name()?
+            )));
+        };
+        self.out.write_chunk(py, bytes.as_bytes(), None)
+    }
+}
+
+/// `environ["maitre.client_disconnected"]()`: True once the client has gone.
+#[pyclass(module = "maitre._maitre", name = "ClientDisconnectedCheck", frozen)]
+pub struct DisconnectedCheck {
+    pub ctl: Arc<ReqCtl>,
+}
+
+#[pymethods]
+impl DisconnectedCheck {
+    fn __call__(&self) -> bool {
+        self.ctl.is_cancelled()
+    }
+}
+
+/// Convert a Rust value to a Python object (used by the environ builder).
+pub fn obj<'py, T: IntoPyObjectExt<'py>>(py: Python<'py>, v: T) -> PyResult<Bound<'py, PyAny>> {
+    v.into_bound_py_any(py)
+}
