@@ -2,5 +2,7 @@
 pub mod chunked;
 pub mod errors;
 pub mod parser;
+pub mod proxy;
 pub mod request;
 pub mod response;
+pub mod target;
