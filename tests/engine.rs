@@ -2166,7 +2166,6 @@ fn connection_limit_resumes_after_a_timer_close() {
 }
 
 #[test]
-#[ignore = "BUG: Engine::shut frees a place under connection_limit but does not take the waiting connection"]
 fn shut_takes_a_waiting_connection_when_under_the_limit() {
     let mut h = H::with(|c| c.connection_limit = 1);
     let c = h.connect();
@@ -2483,7 +2482,6 @@ fn bad_chunk_behind_a_running_request_is_answered_after_it() {
 // Engine bugs found by these tests (ignored until fixed; see the report).
 
 #[test]
-#[ignore = "BUG: header_timeout runs for a pipelined partial head while the server is not reading (its output is pending), cutting a slow but draining download"]
 fn header_timeout_waits_while_the_previous_response_is_still_draining() {
     let mut h = H::with(|c| {
         c.header_timeout = secs(5);
@@ -2507,7 +2505,6 @@ fn header_timeout_waits_while_the_previous_response_is_still_draining() {
 }
 
 #[test]
-#[ignore = "BUG: a channel starts believing its interest is NONE, so a request dispatched in the accept pump never tells the transport (registered READ at accept) to stop reading"]
 fn request_dispatched_at_accept_turns_read_interest_off() {
     let mut h = H::new();
     let c = h.connect_with(Script::new().data(get("/")));
@@ -2519,7 +2516,6 @@ fn request_dispatched_at_accept_turns_read_interest_off() {
 #[case::head_request("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK", "40")]
 #[case::no_content(&get("/"), "204 No Content", "40")]
 #[case::surplus(&get("/"), "200 OK", "10")]
-#[ignore = "BUG: app bytes the engine drops (HEAD, 1xx/204/304, surplus past Content-Length) are never granted back: a streaming app stalls at outbuf_high_watermark"]
 fn dropped_app_bytes_are_granted_back(
     #[case] request: &str,
     #[case] status: &str,
@@ -2543,7 +2539,6 @@ fn dropped_app_bytes_are_granted_back(
 }
 
 #[test]
-#[ignore = "BUG: on_timer does not refresh the Date cache: an error answered to a connection accepted from on_timer carries a stale Date"]
 fn error_answered_from_the_timer_carries_the_current_date() {
     let mut h = H::with(|c| {
         c.connection_limit = 1;

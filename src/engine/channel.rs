@@ -138,7 +138,8 @@ impl Channel {
             last_activity: now,
             close_when_flushed: false,
             ending: Ending::Open,
-            want: Want::NONE,
+            // Transports register a new connection for reading (see `Transport::accept`).
+            want: Want::READ,
             fresh: true,
             head_deadline: None,
             armed: None,
@@ -204,11 +205,13 @@ impl Channel {
     /// `header_timeout` runs while the server waits on the client for a head:
     /// from the accept for the first request, from the first byte for later
     /// ones (an idle keep-alive connection is `channel_timeout`'s business).
-    /// It never runs while a request is queued or running, so a slow app
-    /// cannot get a pipelined client's next head timed out.
+    /// It never runs while a request is queued or running, or while the
+    /// previous response is still draining, so neither a slow app nor a slow
+    /// download gets a pipelined client's next head timed out.
     fn refresh_head_deadline(&mut self, now: Timestamp, cfg: &EngineSettings) {
         let awaiting_head = matches!(self.reading, Reading::Head)
             && self.line_is_clear()
+            && self.out.is_empty()
             && !self.close_when_flushed;
         if !awaiting_head {
             self.head_deadline = None;
@@ -558,11 +561,10 @@ impl Channel {
         let Some(active) = &mut self.active else {
             return Ok(());
         };
-        active.ungranted += bytes.len() as u64;
-        let Some(take) = body_allowance(active, bytes.len() as u64) else {
+        let take = admit(active, cx.exec, bytes.len() as u64);
+        if take == 0 {
             return Ok(());
-        };
-        active.body_sent += take;
+        }
         match active.framing {
             Some(Framing::Chunked) => {
                 let mut framed = Vec::with_capacity(bytes.len() + 12);
@@ -589,11 +591,10 @@ impl Channel {
         let Some(active) = &mut self.active else {
             return Ok(());
         };
-        active.ungranted += len;
-        let Some(take) = body_allowance(active, len) else {
+        let take = admit(active, cx.exec, len);
+        if take == 0 {
             return Ok(());
-        };
-        active.body_sent += take;
+        }
         if active.framing == Some(Framing::Chunked) {
             let mut prefix = Vec::with_capacity(12);
             chunk_header(take as usize, &mut prefix);
@@ -745,12 +746,25 @@ impl Channel {
     }
 }
 
-/// How many of `len` new body bytes may go out under the response framing;
-/// None when they must all be dropped.
-fn body_allowance(active: &mut Active, len: u64) -> Option<u64> {
-    match active.framing? {
-        Framing::NoBody => None,
-        Framing::Length(limit) => {
+/// Accept `len` new body bytes from the app: returns how many go out under
+/// the response framing. Bytes that must be dropped (HEAD, 1xx/204/304,
+/// surplus past Content-Length) are granted back at once, or an app
+/// streaming them would wait for credit that never comes.
+fn admit<E: Executor>(active: &mut Active, exec: &mut E, len: u64) -> u64 {
+    let take = body_allowance(active, len);
+    if take < len {
+        exec.grant(active.req, (len - take) as usize);
+    }
+    active.ungranted += take;
+    active.body_sent += take;
+    take
+}
+
+/// How many of `len` new body bytes the response framing lets through.
+fn body_allowance(active: &mut Active, len: u64) -> u64 {
+    match active.framing {
+        None | Some(Framing::NoBody) => 0,
+        Some(Framing::Length(limit)) => {
             let take = len.min(limit.saturating_sub(active.body_sent));
             if take < len && !active.warned_surplus {
                 active.warned_surplus = true;
@@ -759,9 +773,9 @@ fn body_allowance(active: &mut Active, len: u64) -> Option<u64> {
                     "application-written content exceeded the number of bytes specified by Content-Length header ({limit})"
                 );
             }
-            (take > 0).then_some(take)
+            take
         }
-        Framing::Chunked | Framing::CloseDelimited => Some(len),
+        Some(Framing::Chunked | Framing::CloseDelimited) => len,
     }
 }
 

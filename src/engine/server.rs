@@ -161,6 +161,7 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
 
     /// Call when `next_deadline` has passed.
     pub fn on_timer(&mut self) {
+        self.refresh_date();
         let now = self.clock.now();
         while let Some(&(at, conn)) = self.head_timers.first() {
             if at > now {
@@ -204,6 +205,7 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
             channel.shut(&mut self.exec);
             self.remove(conn, how);
         }
+        self.after_event();
     }
 
     fn accept_waiting(&mut self) {

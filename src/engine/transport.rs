@@ -64,7 +64,8 @@ pub enum Close {
 }
 
 pub trait Transport {
-    /// Take one pending connection, `Ok(None)` when none is waiting.
+    /// Take one pending connection, `Ok(None)` when none is waiting. A new
+    /// connection starts with read interest (`Want::READ`).
     fn accept(&mut self) -> io::Result<Option<Accepted>>;
     /// Stop or resume taking connections (connection_limit); pending ones wait in the backlog.
     fn set_accepting(&mut self, on: bool);
