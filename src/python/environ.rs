@@ -7,28 +7,25 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
+use std::borrow::Cow;
+
+use log::warn;
+
 use crate::config::Config;
 use crate::engine::{Body, Job, Peer};
+use crate::http::proxy::{self, ProxyEnv, ProxyHeader, ProxySettings};
+use crate::http::target::{apply_prefix, split_target};
 use crate::python::pool::ReqCtl;
 use crate::python::wsgi::DisconnectedCheck;
-
-/// The proxy headers Waitress removes when they do not come from a trusted proxy.
-const PROXY_HEADERS: [&str; 6] = [
-    "FORWARDED",
-    "X_FORWARDED_FOR",
-    "X_FORWARDED_HOST",
-    "X_FORWARDED_PROTO",
-    "X_FORWARDED_PORT",
-    "X_FORWARDED_BY",
-];
 
 pub struct Template {
     base: Py<PyDict>,
     /// `SERVER_PORT` per listener (for a Unix socket: its path, Waitress's quirk).
     server_ports: Vec<Py<PyString>>,
     url_prefix: String,
-    /// Drop proxy headers: no proxy is trusted and clearing is on (the default).
-    clear_proxy_headers: bool,
+    server_name: String,
+    url_scheme: String,
+    proxy: ProxySettings,
     bytes_io: Py<PyAny>,
     open: Py<PyAny>,
 }
@@ -62,20 +59,23 @@ impl Template {
                 .map(|p| PyString::new(py, p).unbind())
                 .collect(),
             url_prefix: config.url_prefix.clone(),
-            clear_proxy_headers: config.trusted_proxy.is_none()
-                && config.clear_untrusted_proxy_headers,
+            server_name: config.server_name.clone(),
+            url_scheme: config.url_scheme.clone(),
+            proxy: ProxySettings::from_config(config),
             bytes_io: io.getattr("BytesIO")?.unbind(),
             open: io.getattr("open")?.unbind(),
         })
     }
 
-    /// The environ for one request. Consumes the job (its body becomes `wsgi.input`).
+    /// The environ for one request, or the 400 body when a trusted proxy sent
+    /// a malformed header (the app is then not called). Consumes the job: its
+    /// body becomes `wsgi.input`.
     pub fn environ<'py>(
         &self,
         py: Python<'py>,
         job: Job,
         ctl: &Arc<ReqCtl>,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    ) -> PyResult<Environ<'py>> {
         let env = self.base.bind(py).copy()?;
         let head = &job.head;
         env.set_item(
@@ -83,26 +83,88 @@ impl Template {
             latin1(py, head.method.as_bytes()),
         )?;
         env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
-        let (path, query) = split_target(&head.target);
-        let path = apply_prefix(&path, &self.url_prefix);
+        let target = split_target(&head.target);
+        let path = apply_prefix(&target.path, &self.url_prefix);
         env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &query))?;
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &target.query))?;
         env.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target))?;
-        self.set_peer(py, &env, &job)?;
-        self.set_headers(py, &env, &job)?;
+        let forwarded = match self.forwarded(py, &job) {
+            Ok(f) => f,
+            Err(body) => return Ok(Environ::Malformed(body)),
+        };
+        self.set_peer(py, &env, &job, forwarded.as_ref())?;
+        self.set_headers(py, &env, &job, forwarded.as_ref())?;
         env.set_item(intern!(py, "wsgi.input"), self.input(py, job.body)?)?;
         let check = Bound::new(py, DisconnectedCheck { ctl: ctl.clone() })?;
         env.set_item(intern!(py, "maitre.client_disconnected"), &check)?;
         env.set_item(intern!(py, "waitress.client_disconnected"), &check)?;
-        Ok(env)
+        Ok(Environ::Ready(env))
     }
 
-    fn set_peer(&self, py: Python<'_>, env: &Bound<'_, PyDict>, job: &Job) -> PyResult<()> {
-        let (addr, port) = match &job.peer {
-            Peer::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
-            // Waitress's quirk (kept): Unix clients are "localhost" with port "None".
-            Peer::Unix => ("localhost".to_string(), "None".to_string()),
-        };
+    /// Run the proxy-header step when the request carries any proxy header:
+    /// `Ok(None)` when there is nothing to change, `Err(body)` for a malformed
+    /// header from a trusted proxy (logged here).
+    fn forwarded(&self, py: Python<'_>, job: &Job) -> Result<Option<ProxyEnv<'static>>, String> {
+        let present = job
+            .head
+            .headers
+            .iter()
+            .any(|(n, _)| ProxyHeader::from_wsgi_name(n).is_some());
+        if !present || !self.proxy.is_active() {
+            return Ok(None);
+        }
+        let (addr, port) = peer_strings(&job.peer);
+        let server_port = self
+            .server_ports
+            .get(job.listener.0)
+            .map(|p| p.bind(py).to_string())
+            .unwrap_or_default();
+        let mut penv = ProxyEnv::new(
+            addr,
+            port,
+            self.server_name.clone(),
+            server_port,
+            self.url_scheme.clone(),
+        );
+        for (name, value) in &job.head.headers {
+            let text = Cow::Owned(latin1_string(value));
+            if name == "HOST" {
+                penv.http_host = Some(text);
+            } else if let Some(h) = ProxyHeader::from_wsgi_name(name) {
+                penv.set_header(h, Some(text));
+            }
+        }
+        match proxy::apply(&self.proxy, &mut penv) {
+            Ok(warnings) => {
+                warnings.iter().for_each(|w| warn!(target: "maitre", "{w}"));
+                Ok(Some(penv))
+            }
+            Err(m) => {
+                m.warnings
+                    .iter()
+                    .for_each(|w| warn!(target: "maitre", "{w}"));
+                Err(proxy::malformed_body(&m))
+            }
+        }
+    }
+
+    fn set_peer(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        job: &Job,
+        forwarded: Option<&ProxyEnv<'_>>,
+    ) -> PyResult<()> {
+        if let Some(p) = forwarded {
+            env.set_item(intern!(py, "REMOTE_ADDR"), p.remote_addr.as_ref())?;
+            env.set_item(intern!(py, "REMOTE_HOST"), p.remote_host.as_ref())?;
+            env.set_item(intern!(py, "REMOTE_PORT"), p.remote_port.as_ref())?;
+            env.set_item(intern!(py, "SERVER_NAME"), p.server_name.as_ref())?;
+            env.set_item(intern!(py, "SERVER_PORT"), p.server_port.as_ref())?;
+            env.set_item(intern!(py, "wsgi.url_scheme"), p.url_scheme.as_ref())?;
+            return Ok(());
+        }
+        let (addr, port) = peer_strings(&job.peer);
         env.set_item(intern!(py, "REMOTE_ADDR"), &addr)?;
         env.set_item(intern!(py, "REMOTE_HOST"), &addr)?;
         env.set_item(intern!(py, "REMOTE_PORT"), port)?;
@@ -113,19 +175,37 @@ impl Template {
     }
 
     /// `HTTP_*` keys, `CONTENT_TYPE` and `CONTENT_LENGTH`; a header never
-    /// replaces a key that is already set.
-    fn set_headers(&self, py: Python<'_>, env: &Bound<'_, PyDict>, job: &Job) -> PyResult<()> {
+    /// replaces a key that is already set. After the proxy step, Host and the
+    /// proxy headers come from its result (a removed header is left out).
+    fn set_headers(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        job: &Job,
+        forwarded: Option<&ProxyEnv<'_>>,
+    ) -> PyResult<()> {
         for (name, value) in &job.head.headers {
-            if self.clear_proxy_headers && PROXY_HEADERS.contains(&name.as_str()) {
-                continue;
-            }
             let key = match name.as_str() {
                 "CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH").clone(),
                 "CONTENT_TYPE" => intern!(py, "CONTENT_TYPE").clone(),
                 other => PyString::new(py, &format!("HTTP_{other}")),
             };
-            if !env.contains(&key)? {
-                env.set_item(key, latin1(py, value))?;
+            if env.contains(&key)? {
+                continue;
+            }
+            let replaced = forwarded.and_then(|p| match name.as_str() {
+                "HOST" => Some(p.http_host.as_deref()),
+                n => ProxyHeader::from_wsgi_name(n).map(|h| p.header(h)),
+            });
+            match replaced {
+                Some(Some(v)) => env.set_item(key, v)?,
+                Some(None) => {}
+                None => env.set_item(key, latin1(py, value))?,
+            }
+        }
+        if let Some(host) = forwarded.and_then(|p| p.http_host.as_deref()) {
+            if !env.contains(intern!(py, "HTTP_HOST"))? {
+                env.set_item(intern!(py, "HTTP_HOST"), host)?;
             }
         }
         Ok(())
@@ -168,25 +248,22 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// Until the shared target module lands: path and query of a request target.
-fn split_target(target: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let t = target.split(|&b| b == b'#').next().unwrap_or(&[]);
-    let (path, query) = match t.iter().position(|&b| b == b'?') {
-        Some(i) => (&t[..i], &t[i + 1..]),
-        None => (t, &[][..]),
-    };
-    (path.to_vec(), query.to_vec())
+fn peer_strings(peer: &Peer) -> (String, String) {
+    match peer {
+        Peer::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
+        // Waitress's quirk (kept): Unix clients are "localhost" with port "None".
+        Peer::Unix => ("localhost".to_string(), "None".to_string()),
+    }
 }
 
-fn apply_prefix(path: &[u8], prefix: &str) -> Vec<u8> {
-    let p = prefix.as_bytes();
-    if p.is_empty() {
-        path.to_vec()
-    } else if path == p {
-        Vec::new()
-    } else if path.starts_with(p) && path.get(p.len()) == Some(&b'/') {
-        path[p.len()..].to_vec()
-    } else {
-        path.to_vec()
-    }
+fn latin1_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// What the worker hands the app, or why it must not call it.
+pub enum Environ<'py> {
+    Ready(Bound<'py, PyDict>),
+    /// A trusted proxy sent a malformed header: answer 400 with this body,
+    /// do not call the app.
+    Malformed(String),
 }

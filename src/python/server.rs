@@ -41,6 +41,9 @@ impl Server {
         listeners: Vec<(i64, String, String, String)>,
         hooks: &Bound<'_, PyDict>,
     ) -> PyResult<Self> {
+        // Adopt the fds first: from here on they are ours and are closed
+        // (by dropping the listeners) if anything below fails.
+        let adopted = listeners.iter().map(adopt).collect::<PyResult<Vec<_>>>()?;
         let (config, _, _) = settings::parse(pairs)?;
         let hook = |name: &str| -> PyResult<Bound<'_, PyAny>> {
             hooks
@@ -64,7 +67,7 @@ impl Server {
             client_disconnected: hook("client_disconnected")?.unbind(),
             logger: logger.unbind(),
         });
-        let listeners = listeners.iter().map(adopt).collect::<PyResult<Vec<_>>>()?;
+        let listeners = adopted;
         let wiring = Wiring::new()?;
         let stop = wiring.stop_handle();
         Ok(Server {

@@ -12,8 +12,9 @@ use pyo3::{intern, IntoPyObjectExt};
 use crate::config::Config;
 use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, AppHead, Job, ReqId};
+use crate::http::proxy;
 use crate::http::response::{validate_header, validate_status};
-use crate::python::environ::Template;
+use crate::python::environ::{Environ, Template};
 use crate::python::pool::ReqCtl;
 
 /// What every request of one server shares.
@@ -57,12 +58,29 @@ fn call_app(
     ctl: &Arc<ReqCtl>,
     out: &Output,
 ) -> PyResult<()> {
-    let environ = shared.template.environ(py, job, ctl)?;
+    let environ = match shared.template.environ(py, job, ctl)? {
+        Environ::Ready(env) => env,
+        Environ::Malformed(body) => return refuse_proxy_headers(py, out, body),
+    };
     let start = StartResponse { out: out.clone() };
     let result = shared.app.bind(py).call1((environ, start))?;
     let outcome = send_result(py, shared, &result, out);
     let closed = close_result(py, &result);
     outcome.and(closed)
+}
+
+/// Waitress answers a malformed trusted proxy header itself, as an app would
+/// (so the response has no Content-Length), without calling the app.
+fn refuse_proxy_headers(py: Python<'_>, out: &Output, body: String) -> PyResult<()> {
+    {
+        let mut st = out.lock();
+        st.status = Some(proxy::MALFORMED_STATUS.to_string());
+        st.headers = vec![(
+            "Content-Type".to_string(),
+            proxy::MALFORMED_CONTENT_TYPE.to_string(),
+        )];
+    }
+    out.write_chunk(py, body.as_bytes(), None)
 }
 
 /// PEP 3333: `close()` is called on the result whatever happened.
