@@ -6,17 +6,18 @@
 #![allow(clippy::disallowed_methods)] // the pool is where the threads live
 
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use log::warn;
+use log::{error, warn};
 use pyo3::prelude::*;
 
 use crate::drivers::mio::EventSender;
-use crate::engine::{Executor, Job, ReqId};
+use crate::engine::{AppEvent, Executor, Job, ReqId};
 use crate::python::wsgi::{self, Shared};
 
 /// Per-request state shared by the I/O thread (grants, cancels) and the
@@ -192,7 +193,14 @@ fn worker(
         state.idle.fetch_sub(1, Ordering::AcqRel);
         let req = job.req;
         if !ctl.is_cancelled() {
-            Python::attach(|py| wsgi::run(py, &shared, job, &ctl, &events));
+            // A bug on our side must cost one request (a 500), never the thread.
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                Python::attach(|py| wsgi::run(py, &shared, job, &ctl, &events))
+            }));
+            if ran.is_err() {
+                error!(target: "maitre", "internal error while running a request (a bug): answered 500");
+                events.send(AppEvent::Failed { req, detail: None });
+            }
         }
         if let Ok(mut map) = state.requests.lock() {
             map.remove(&req);
