@@ -2090,6 +2090,172 @@ fn accept_skips_aborted_connections_and_stops_on_other_errors() {
     assert_eq!(h.engine.connection_count(), 2);
 }
 
+/// A client whose request is running: it holds its place under `connection_limit`.
+fn busy(h: &mut H, path: &str) -> ConnId {
+    h.connect_with(Script::new().data(get(path)))
+}
+
+/// A client whose answer is stuck in its full receive window, with no
+/// request running: not evictable, but the idle sweep may close it.
+fn stalled(h: &mut H) -> ConnId {
+    let c = busy(h, "/stalled");
+    h.set_writes(c, WritePlan::window(0));
+    let req = *h.jobs().iter().map(|j| &j.req).last().unwrap();
+    h.app_ok(req, "stuck");
+    c
+}
+
+#[test]
+fn a_full_server_waits_until_a_request_finishes_then_evicts_the_idle_connection() {
+    let mut h = H::with(|c| c.connection_limit = 2);
+    h.backlog(Script::new().data(get("/a")));
+    h.backlog(Script::new().data(get("/b")));
+    h.backlog(Script::new().data(get("/waited")));
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![
+            Ev::Accept(ConnId(0)),
+            Ev::Dispatch(h.req(0)),
+            Ev::Accept(ConnId(1)),
+            Ev::Dispatch(h.req(1)),
+            Ev::SetAccepting(false)
+        ]
+    );
+    assert!(!h.engine.is_accepting());
+    // More listener events change nothing while every place is busy.
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    assert_eq!(h.since(mark), vec![]);
+    // The first request finishes: its connection is now idle keep-alive, so
+    // the waiting client is taken at once in its place.
+    let mark = h.mark();
+    h.app_ok(h.req(0), "a");
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![
+            Ev::SetAccepting(true),
+            Ev::Accept(ConnId(2)),
+            Ev::Close(ConnId(0), Close::Fin),
+            Ev::Dispatch(h.req(2)),
+            Ev::SetAccepting(false),
+        ]
+    );
+    assert_eq!(h.job(2).head.target, b"/waited");
+    assert_eq!(h.engine.connection_count(), 2);
+}
+
+#[test]
+fn at_the_limit_a_new_client_evicts_the_connection_silent_the_longest() {
+    let mut h = H::with(|c| c.connection_limit = 3);
+    let busy_one = busy(&mut h, "/busy");
+    let idle = h.connect();
+    h.advance(secs(1));
+    let trickler = h.connect_with(Script::new().data("GET /sl"));
+    h.advance(secs(1));
+    // Idle since 0 s beats trickling since 1 s; the running request is never a victim.
+    h.backlog(Script::new().data(get("/new")));
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![
+            Ev::Accept(ConnId(3)),
+            Ev::Close(idle, Close::Fin),
+            Ev::Dispatch(h.req(1)),
+            // Room remains (the trickler), so it looks for more.
+            Ev::AcceptNone,
+        ]
+    );
+    // The next newcomer takes the trickler's place.
+    h.backlog(Script::new());
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![
+            Ev::Accept(idle),
+            Ev::Close(trickler, Close::Fin),
+            Ev::AcceptNone
+        ]
+    );
+    // Now: the busy one, the new request (busy), and the fresh idle one.
+    assert_eq!(h.engine.connection_count(), 3);
+    assert!(h.engine.is_accepting());
+    let _ = busy_one;
+}
+
+#[test]
+fn a_full_server_resumes_when_the_sweep_frees_a_stalled_connection() {
+    let mut h = H::with(|c| {
+        c.connection_limit = 1;
+        c.cleanup_interval = secs(10);
+        c.channel_timeout = secs(15);
+    });
+    let c = stalled(&mut h);
+    h.backlog(Script::new().data(get("/next")));
+    h.engine.on_acceptable();
+    assert!(!h.engine.is_accepting(), "a stalled answer is not evicted");
+    let mark = h.mark();
+    h.timer_at(20.0);
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![
+            Ev::Close(c, Close::Fin),
+            Ev::SetAccepting(true),
+            Ev::Accept(ConnId(0)),
+            Ev::Dispatch(h.req(1)),
+            Ev::SetAccepting(false),
+        ]
+    );
+}
+
+#[test]
+fn shut_takes_a_waiting_connection_when_under_the_limit() {
+    let mut h = H::with(|c| c.connection_limit = 1);
+    let c = busy(&mut h, "/busy");
+    h.backlog(Script::new().data(get("/next")));
+    h.engine.on_acceptable();
+    assert!(!h.engine.is_accepting());
+    let mark = h.mark();
+    h.engine.shut(c, Close::Reset);
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![
+            Ev::Close(c, Close::Reset),
+            Ev::SetAccepting(true),
+            Ev::Accept(ConnId(0)),
+            Ev::Dispatch(h.req(1)),
+            Ev::SetAccepting(false),
+        ]
+    );
+}
+
+#[test]
+fn error_answered_from_the_timer_carries_the_current_date() {
+    let mut h = H::with(|c| {
+        c.connection_limit = 1;
+        c.cleanup_interval = secs(60);
+        c.channel_timeout = secs(30);
+    });
+    stalled(&mut h);
+    h.backlog(Script::new().data("get / HTTP/1.1\r\n\r\n"));
+    h.engine.on_acceptable();
+    let clock = h.engine.clock();
+    clock.wall.set(UNIX_EPOCH + secs(WALL + 60));
+    h.timer_at(60.0);
+    assert_eq!(
+        h.out(ConnId(0)),
+        error_dated(
+            "HTTP/1.0",
+            "400 Bad Request",
+            "Malformed HTTP method \"get\"",
+            "Tue, 01 Jul 2025 12:01:00 GMT"
+        )
+    );
+}
+
 fn is_accepting_event(e: &Ev) -> bool {
     matches!(
         e,
@@ -2100,89 +2266,6 @@ fn is_accepting_event(e: &Ev) -> bool {
             | Ev::Close(..)
             | Ev::Dispatch(_)
     )
-}
-
-#[test]
-fn connection_limit_stops_accepting_and_resumes_when_one_closes() {
-    let mut h = H::with(|c| c.connection_limit = 2);
-    h.backlog(Script::new());
-    h.backlog(Script::new());
-    h.backlog(Script::new().data(get("/waited")));
-    let mark = h.mark();
-    h.engine.on_acceptable();
-    assert_eq!(
-        h.only(mark, is_accepting_event),
-        vec![
-            Ev::Accept(ConnId(0)),
-            Ev::Accept(ConnId(1)),
-            Ev::SetAccepting(false)
-        ]
-    );
-    assert!(!h.engine.is_accepting());
-    assert_eq!(h.engine.connection_count(), 2);
-    // More listener events change nothing while at the limit.
-    let mark = h.mark();
-    h.engine.on_acceptable();
-    assert_eq!(h.since(mark), vec![]);
-    // The first client leaves: the waiting one is taken at once, no listener event needed.
-    let mark = h.mark();
-    h.script(ConnId(0), Script::new().eof());
-    h.readable(ConnId(0));
-    assert_eq!(
-        h.only(mark, is_accepting_event),
-        vec![
-            Ev::Close(ConnId(0), Close::Fin),
-            Ev::SetAccepting(true),
-            Ev::Accept(ConnId(0)),
-            Ev::SetAccepting(false),
-            Ev::Dispatch(h.req(0)),
-        ]
-    );
-    assert_eq!(h.job(0).head.target, b"/waited");
-    assert_eq!(h.engine.connection_count(), 2);
-}
-
-#[test]
-fn connection_limit_resumes_after_a_timer_close() {
-    let mut h = H::with(|c| {
-        c.connection_limit = 1;
-        c.header_timeout = secs(5);
-    });
-    let c = h.connect();
-    h.backlog(Script::new().data(get("/next")));
-    assert!(!h.engine.is_accepting());
-    let mark = h.mark();
-    h.timer_at(5.0);
-    assert_eq!(
-        h.only(mark, is_accepting_event),
-        vec![
-            Ev::Close(c, Close::Fin),
-            Ev::SetAccepting(true),
-            Ev::Accept(ConnId(0)),
-            Ev::SetAccepting(false),
-            Ev::Dispatch(h.req(0)),
-        ]
-    );
-}
-
-#[test]
-fn shut_takes_a_waiting_connection_when_under_the_limit() {
-    let mut h = H::with(|c| c.connection_limit = 1);
-    let c = h.connect();
-    h.backlog(Script::new().data(get("/next")));
-    let mark = h.mark();
-    h.engine.shut(c, Close::Reset);
-    assert_eq!(
-        h.only(mark, |e| is_accepting_event(e)
-            && !matches!(e, Ev::Dispatch(_))),
-        vec![
-            Ev::Close(c, Close::Reset),
-            Ev::SetAccepting(true),
-            Ev::Accept(ConnId(0)),
-            Ev::SetAccepting(false),
-        ]
-    );
-    assert_eq!(h.jobs().len(), 1);
 }
 
 // ===========================================================================
@@ -2535,29 +2618,6 @@ fn dropped_app_bytes_are_granted_back(
         h.grants(mark).iter().sum::<usize>(),
         40,
         "every byte the app produced has left (or been dropped): all of it is credit"
-    );
-}
-
-#[test]
-fn error_answered_from_the_timer_carries_the_current_date() {
-    let mut h = H::with(|c| {
-        c.connection_limit = 1;
-        c.cleanup_interval = secs(60);
-        c.channel_timeout = secs(30);
-    });
-    h.connect();
-    h.backlog(Script::new().data("get / HTTP/1.1\r\n\r\n"));
-    let clock = h.engine.clock();
-    clock.wall.set(UNIX_EPOCH + secs(WALL + 60));
-    h.timer_at(60.0);
-    assert_eq!(
-        h.out(ConnId(0)),
-        error_dated(
-            "HTTP/1.0",
-            "400 Bad Request",
-            "Malformed HTTP method \"get\"",
-            "Tue, 01 Jul 2025 12:01:00 GMT"
-        )
     );
 }
 

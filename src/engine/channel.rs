@@ -159,9 +159,15 @@ impl Channel {
         self.active.is_none() && self.queue.is_empty()
     }
 
-    /// Whether a request head is partly received (for slow-client policies).
-    pub fn has_partial_head(&self) -> bool {
-        matches!(self.reading, Reading::Head) && !self.inbuf.is_empty()
+    /// Holds a place without work in progress: idle between requests, or
+    /// still receiving a request head, with nothing left to send. Such a
+    /// connection may be closed to make room under `connection_limit`.
+    pub fn is_evictable(&self) -> bool {
+        self.ending == Ending::Open
+            && matches!(self.reading, Reading::Head)
+            && self.is_idle()
+            && self.out.is_empty()
+            && !self.close_when_flushed
     }
 
     /// When this connection must have delivered its request head.

@@ -25,8 +25,6 @@ pub struct Engine<T: Transport, C: Clock, E: Executor> {
     channels: Vec<Option<Channel>>,
     count: usize,
     accepting: bool,
-    /// A close made room under `connection_limit`: take waiting connections.
-    resume_accepting: bool,
     next_seq: u64,
     next_sweep: Timestamp,
     /// Pending `header_timeout` deadlines, earliest first.
@@ -51,7 +49,6 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
             channels: Vec::new(),
             count: 0,
             accepting: true,
-            resume_accepting: false,
             next_seq: 0,
             next_sweep,
             head_timers: BTreeSet::new(),
@@ -208,10 +205,29 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         self.after_event();
     }
 
+    /// Take waiting connections while there is room: below
+    /// `connection_limit`, or at it by closing a connection that only holds
+    /// a place (idle between requests, or still trickling a head), the one
+    /// silent the longest first. So slow or idle clients cannot lock out a
+    /// new one; only connections with requests in progress count as full.
     fn accept_waiting(&mut self) {
         while self.accepting {
+            let room = self.room();
+            if room == Room::Full {
+                self.pause_accepting();
+                break;
+            }
             match self.io.accept() {
-                Ok(Some(accepted)) => self.open(accepted),
+                Ok(Some(accepted)) => {
+                    if let Room::Evict(victim) = room {
+                        info!(
+                            target: "maitre",
+                            "closing an idle connection to make room for a new one (connection_limit)"
+                        );
+                        self.shut(victim, Close::Fin);
+                    }
+                    self.open(accepted);
+                }
                 Ok(None) => break,
                 Err(e) => match e.kind() {
                     std::io::ErrorKind::ConnectionAborted
@@ -229,6 +245,25 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         }
     }
 
+    fn room(&self) -> Room {
+        if self.count < self.cfg.connection_limit {
+            return Room::Free;
+        }
+        self.live()
+            .filter(|ch| ch.is_evictable())
+            .min_by_key(|ch| (ch.last_activity, ch.id))
+            .map_or(Room::Full, |ch| Room::Evict(ch.id))
+    }
+
+    fn pause_accepting(&mut self) {
+        self.accepting = false;
+        self.io.set_accepting(false);
+        warn!(
+            target: "maitre",
+            "total open connections reached the connection limit, no longer accepting new connections"
+        );
+    }
+
     fn open(&mut self, accepted: Accepted) {
         let conn = accepted.conn;
         let now = self.clock.now();
@@ -238,14 +273,6 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         let channel = Channel::new(conn, accepted.peer, accepted.listener, now, &self.cfg);
         if self.channels[conn.0].replace(channel).is_none() {
             self.count += 1;
-        }
-        if self.count >= self.cfg.connection_limit {
-            self.accepting = false;
-            self.io.set_accepting(false);
-            warn!(
-                target: "maitre",
-                "total open connections reached the connection limit, no longer accepting new connections"
-            );
         }
         self.pump(conn);
     }
@@ -290,21 +317,19 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         }
         self.io.close(conn, how);
         self.count -= 1;
-        if !self.accepting && self.count < self.cfg.connection_limit {
+    }
+
+    /// After every event: if accepting was paused and there is room again (a
+    /// connection closed, or one became idle and may be evicted), take the
+    /// connections waiting in the backlog; they produce no new readiness event.
+    fn after_event(&mut self) {
+        if !self.accepting && self.room() != Room::Full {
             self.accepting = true;
-            self.resume_accepting = true;
             self.io.set_accepting(true);
             info!(
                 target: "maitre",
                 "total open connections dropped below the connection limit, listening again"
             );
-        }
-    }
-
-    /// Connections that waited in the backlog while the limit was reached
-    /// produce no new readiness event, so take them now.
-    fn after_event(&mut self) {
-        if std::mem::take(&mut self.resume_accepting) {
             self.accept_waiting();
         }
     }
@@ -312,6 +337,15 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
     fn refresh_date(&mut self) {
         self.date.update(self.clock.wall());
     }
+}
+
+/// Whether a new connection fits under `connection_limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Room {
+    Free,
+    /// At the limit, but this connection only holds a place.
+    Evict(ConnId),
+    Full,
 }
 
 /// The `Date` header text, formatted once per second.
