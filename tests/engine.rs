@@ -2100,7 +2100,7 @@ fn busy(h: &mut H, path: &str) -> ConnId {
 fn stalled(h: &mut H) -> ConnId {
     let c = busy(h, "/stalled");
     h.set_writes(c, WritePlan::window(0));
-    let req = *h.jobs().iter().map(|j| &j.req).last().unwrap();
+    let req = h.jobs().last().expect("a dispatched job").req;
     h.app_ok(req, "stuck");
     c
 }
