@@ -50,18 +50,36 @@ pub fn from_value(py: Python<'_>, v: Value) -> PyResult<Py<PyAny>> {
 
 /// Waitress raises TypeError where Python's own casts would (int(None),
 /// iterating an int); the table reports those with Python's wording.
+///
+/// The table prefixes a cast error with the setting's name. `str(e)` must be
+/// Waitress's exact text, so the name moves to an exception note (shown in
+/// tracebacks since Python 3.11), which still tells the user what was wrong.
 pub fn config_error(e: ConfigError) -> PyErr {
-    let m = e.0;
+    let (setting, msg) = match e.0.split_once(": ") {
+        Some((name, rest)) if config::setting(name).is_some() => {
+            (Some(name.to_string()), rest.to_string())
+        }
+        _ => (None, e.0),
+    };
     let type_error = [
         "object is not iterable",
         "can't convert non-string",
         "int() argument must be",
     ];
-    if type_error.iter().any(|t| m.contains(t)) {
-        PyTypeError::new_err(m)
+    let err = if type_error.iter().any(|t| msg.contains(t)) {
+        PyTypeError::new_err(msg)
     } else {
-        PyValueError::new_err(m)
+        PyValueError::new_err(msg)
+    };
+    if let Some(name) = setting {
+        Python::attach(|py| {
+            let note = format!("while reading the setting {name:?}");
+            if err.value(py).call_method1("add_note", (note,)).is_err() {
+                PyErr::take(py); // Python < 3.11: no notes
+            }
+        });
     }
+    err
 }
 
 /// Every setting by name, in Waitress's `adj.<name>` shape.

@@ -56,14 +56,23 @@ def test_threads_bounds_concurrent_requests(live):
 # -- connection_limit ------------------------------------------------------------
 
 
-def test_connection_limit_holds_extra_clients_until_one_leaves(live, caplog):
-    server = live(probe_app, connection_limit=2)
+def test_connection_limit_holds_extra_clients_while_every_place_is_busy(live, caplog):
+    gate = Gate()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/busy":
+            return gate(environ, start_response)
+        return probe_app(environ, start_response)
+
+    server = live(app, connection_limit=2)
     first, second = server.connect(), server.connect()
-    third = server.connect()  # the kernel accepts it into the backlog
+    third = None
     try:
+        first.send(build_request("GET", "/busy"))
+        second.send(build_request("GET", "/busy"))
+        assert gate.wait_active(2, 10)
         with caplog.at_level(logging.WARNING, logger="maitre"):
-            assert first.request().status == 200
-            assert second.request().status == 200
+            third = server.connect()  # the kernel accepts it into the backlog
             third.send(build_request())
             assert third.silent_for(WINDOW), "a third connection was served"
             messages = [r.getMessage() for r in caplog.records if r.name == "maitre"]
@@ -71,13 +80,31 @@ def test_connection_limit_holds_extra_clients_until_one_leaves(live, caplog):
             "total open connections reached the connection limit, "
             "no longer accepting new connections" in messages
         )
-        first.close()
+        gate.release()
+        assert first.read_response().status == 200
+        assert second.read_response().status == 200
+        # Both places are idle now: the waiting client takes one.
         assert third.read_response().status == 200
-        # Client connections only count (README: not listeners nor pipes).
-        assert second.request().status == 200
     finally:
         for client in (first, second, third):
-            client.close()
+            if client is not None:
+                client.close()
+
+
+def test_at_the_limit_a_new_client_replaces_the_longest_idle_connection(live):
+    server = live(probe_app, connection_limit=2)
+    oldest, newer = server.connect(), server.connect()
+    try:
+        assert oldest.request().status == 200
+        assert newer.request().status == 200
+        third = server.connect()
+        assert third.request().status == 200  # served at once, not queued
+        assert oldest.closed_by_server(), "the longest idle connection was closed for it"
+        assert newer.request().status == 200
+        third.close()
+    finally:
+        oldest.close()
+        newer.close()
 
 
 # -- channel_timeout / cleanup_interval -------------------------------------------
