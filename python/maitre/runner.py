@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 from . import _maitre, serve
+from . import server as _server
 from .adjustments import Adjustments
 
 logger = logging.getLogger("maitre")
@@ -156,4 +157,21 @@ def run(argv=sys.argv, _serve=serve):
 
     del kw["call"], kw["help"]
     _serve(app, **kw)
+    if _server.stuck_workers:
+        _exit_now(0)
     return 0
+
+
+def _exit_now(status):
+    """End the process without finalizing the interpreter. A worker still
+    inside an app (past the shutdown grace) would otherwise return into a
+    finalizing interpreter, which ends native threads in a way that aborts
+    the process. Waitress's daemon threads simply die with the process; this
+    is the same outcome, minus atexit hooks."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)

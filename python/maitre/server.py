@@ -390,7 +390,12 @@ class _SignalWakeup:
         return False
 
 
+# Workers still inside an app when a server stopped (after its grace period).
+stuck_workers = 0
+
+
 def _run_native(native):
+    global stuck_workers
     try:
         with _SignalWakeup() as wakeup:
             native.run(wakeup.read_fd)
@@ -398,3 +403,4 @@ def _run_native(native):
         pass
     finally:
         native.close()
+        stuck_workers += getattr(native, "stuck_workers", 0)

@@ -123,7 +123,8 @@ impl PyPool {
 
     /// Stop taking jobs, cancel the queued ones and wait up to `grace` for the
     /// running ones, as Waitress's dispatcher shutdown does.
-    pub fn shutdown(&mut self, grace: Duration) {
+    /// Returns how many workers are still inside an app afterwards.
+    pub fn shutdown(&mut self, grace: Duration) -> usize {
         self.jobs = None;
         let pending: Vec<_> = self.queue.try_iter().collect();
         if !pending.is_empty() {
@@ -139,6 +140,7 @@ impl PyPool {
         if *alive > 0 {
             warn!(target: "maitre", "{} thread(s) still running", *alive);
         }
+        *alive
     }
 }
 

@@ -1,4 +1,5 @@
 //! `maitre._maitre.Server`: a bound server that Python runs and closes.
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ struct Prepared {
 pub struct Server {
     prepared: Mutex<Option<Prepared>>,
     stop: StopHandle,
+    /// Workers still inside an app when `run()` returned.
+    stuck: AtomicUsize,
 }
 
 #[pymethods]
@@ -70,15 +73,8 @@ impl Server {
         let listeners = adopted;
         let wiring = Wiring::new()?;
         let stop = wiring.stop_handle();
-        Ok(Server {
-            prepared: Mutex::new(Some(Prepared {
-                config,
-                listeners,
-                wiring,
-                shared,
-            })),
-            stop,
-        })
+        let prepared = Mutex::new(Some(Prepared { config, listeners, wiring, shared }));
+        Ok(Server { prepared, stop, stuck: AtomicUsize::new(0) })
     }
 
     /// Serve until `close()`, or until a signal handler raises (re-raised here).
@@ -111,7 +107,8 @@ impl Server {
                     }
                 })
             });
-            server.executor_mut().shutdown(STOP_GRACE);
+            let stuck = server.executor_mut().shutdown(STOP_GRACE);
+            self.stuck.store(stuck, Ordering::Release);
             result
         });
         drop(server);
@@ -119,6 +116,14 @@ impl Server {
             Some(e) => Err(e),
             None => result.map_err(PyErr::from),
         }
+    }
+
+    /// Workers still running an app when `run()` returned. Such a worker must
+    /// not be left to return into a finalizing interpreter: CPython would end
+    /// its thread with `pthread_exit` through Rust frames, which aborts.
+    #[getter]
+    fn stuck_workers(&self) -> usize {
+        self.stuck.load(Ordering::Acquire)
     }
 
     /// Make `run()` return; safe from any thread and from signal handlers.

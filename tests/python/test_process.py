@@ -130,12 +130,6 @@ def test_stop_with_a_stuck_app_exits_zero_after_the_grace(processes):
     assert "WARNING:maitre:1 thread(s) still running" in proc.rest()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a worker whose app returns while the interpreter finalizes (after the "
-    "5 s shutdown grace) is pthread_exit()ed by CPython inside Rust frames: the "
-    "process aborts (SIGABRT, status -6/134) instead of exiting 0",
-)
 def test_stop_with_an_app_finishing_during_interpreter_exit_exits_zero(processes):
     proc = start(processes, "--listen=127.0.0.1:0", "apps.hung:app_wakes_at_exit")
     _, port = proc.wait_serving()
