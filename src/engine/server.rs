@@ -131,19 +131,8 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         self.refresh_date();
         for ev in events {
             let conn = ev.req().conn();
-            let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::as_mut) else {
-                continue;
-            };
-            let mut cx = Ctx {
-                io: &mut self.io,
-                exec: &mut self.exec,
-                now: self.clock.now(),
-                date: self.date.text(),
-                cfg: &self.cfg,
-                next_seq: &mut self.next_seq,
-            };
-            channel.on_app_event(&mut cx, ev);
-            if !self.touched.contains(&conn) {
+            let routed = self.with_channel(conn, |channel, cx, _| channel.on_app_event(cx, ev));
+            if routed.is_some() && !self.touched.contains(&conn) {
                 self.touched.push(conn);
             }
         }
@@ -277,11 +266,14 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         self.pump(conn);
     }
 
-    /// Let one channel do all it can, then close it if it ended.
-    fn pump(&mut self, conn: ConnId) {
-        let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::as_mut) else {
-            return;
-        };
+    /// Run `f` on one channel with a `Ctx` over the engine's parts (and the
+    /// shared read buffer); None if the connection is gone.
+    fn with_channel<R>(
+        &mut self,
+        conn: ConnId,
+        f: impl FnOnce(&mut Channel, &mut Ctx<'_, T, E>, &mut [u8]) -> R,
+    ) -> Option<R> {
+        let channel = self.channels.get_mut(conn.0)?.as_mut()?;
         let mut cx = Ctx {
             io: &mut self.io,
             exec: &mut self.exec,
@@ -290,21 +282,35 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
             cfg: &self.cfg,
             next_seq: &mut self.next_seq,
         };
-        channel.pump(&mut cx, &mut self.scratch);
-        match channel.ending() {
-            Ending::Open => {
-                let wanted = channel.head_deadline();
-                if wanted != channel.armed {
-                    if let Some(old) = channel.armed {
-                        self.head_timers.remove(&(old, conn));
-                    }
-                    if let Some(new) = wanted {
-                        self.head_timers.insert((new, conn));
-                    }
-                    channel.armed = wanted;
-                }
+        Some(f(channel, &mut cx, &mut self.scratch))
+    }
+
+    /// Let one channel do all it can, then close it if it ended, or move its
+    /// `header_timeout` deadline if that changed.
+    fn pump(&mut self, conn: ConnId) {
+        let pumped = self.with_channel(conn, |channel, cx, scratch| {
+            channel.pump(cx, scratch);
+            (channel.ending(), channel.head_deadline(), channel.armed)
+        });
+        match pumped {
+            None => {}
+            Some((Ending::Open, wanted, armed)) if wanted != armed => {
+                self.rearm(conn, armed, wanted)
             }
-            Ending::Finished | Ending::Broken => self.remove(conn, Close::Fin),
+            Some((Ending::Open, ..)) => {}
+            Some((Ending::Finished | Ending::Broken, ..)) => self.remove(conn, Close::Fin),
+        }
+    }
+
+    fn rearm(&mut self, conn: ConnId, old: Option<Timestamp>, new: Option<Timestamp>) {
+        if let Some(at) = old {
+            self.head_timers.remove(&(at, conn));
+        }
+        if let Some(at) = new {
+            self.head_timers.insert((at, conn));
+        }
+        if let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::as_mut) {
+            channel.armed = new;
         }
     }
 

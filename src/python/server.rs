@@ -73,8 +73,17 @@ impl Server {
         let listeners = adopted;
         let wiring = Wiring::new()?;
         let stop = wiring.stop_handle();
-        let prepared = Mutex::new(Some(Prepared { config, listeners, wiring, shared }));
-        Ok(Server { prepared, stop, stuck: AtomicUsize::new(0) })
+        let prepared = Mutex::new(Some(Prepared {
+            config,
+            listeners,
+            wiring,
+            shared,
+        }));
+        Ok(Server {
+            prepared,
+            stop,
+            stuck: AtomicUsize::new(0),
+        })
     }
 
     /// Serve until `close()`, or until a signal handler raises (re-raised here).
