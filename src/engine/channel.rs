@@ -57,11 +57,7 @@ enum BodyProgress {
 
 /// A fully received request, or a refusal, waiting for its turn.
 enum Queued {
-    Request {
-        head: RequestHead,
-        body: Body,
-        continue_due: bool,
-    },
+    Request { head: RequestHead, body: Body },
     Refused(HttpError),
 }
 
@@ -321,7 +317,6 @@ impl Channel {
                 self.queue.push_back(Queued::Request {
                     head,
                     body: Body::Empty,
-                    continue_due: false,
                 });
                 return;
             }
@@ -387,21 +382,19 @@ impl Channel {
         cx: &mut Ctx<'_, T, E>,
         incoming: Incoming,
     ) {
+        // A 100 still owed is dropped: the body is already here (Waitress
+        // sends none in that case either).
         let Incoming {
             mut head,
             body,
             progress,
-            continue_due,
+            ..
         } = incoming;
         if let BodyProgress::Chunked(decoder) = &progress {
             set_content_length(&mut head, decoder.decoded_len());
         }
         match body.finish() {
-            Ok(body) => self.queue.push_back(Queued::Request {
-                head,
-                body,
-                continue_due,
-            }),
+            Ok(body) => self.queue.push_back(Queued::Request { head, body }),
             Err(e) => {
                 warn!(target: "maitre", "could not buffer request body: {e}");
                 self.refuse(internal_error(None, head.version));
@@ -425,16 +418,7 @@ impl Channel {
             };
             match next {
                 Queued::Refused(err) => self.answer_error(cx, &err),
-                Queued::Request {
-                    head,
-                    body,
-                    continue_due,
-                } => {
-                    if continue_due {
-                        self.send_continue(cx);
-                    }
-                    self.run(cx, head, body);
-                }
+                Queued::Request { head, body } => self.run(cx, head, body),
             }
         }
     }

@@ -60,15 +60,17 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// Headers a WSGI app may not send (PEP 3333). `trailer`, not 3.0.2's typo
-/// `trailers`: Waitress's `main` fixed it and maitre takes main's hardening.
+/// Headers a WSGI app may not send (PEP 3333, after RFC 2616 §13.5.1, which
+/// spells it `Trailers`). Waitress 3.0.2 has `trailers`, so an app may send a
+/// `Trailer` header; main's change to `trailer` is not a security fix (a
+/// Trailer header is end to end), so maitre keeps 3.0.2's behaviour.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
+    "trailers",
     "transfer-encoding",
     "upgrade",
 ];
@@ -841,8 +843,8 @@ mod tests {
         &["HTTP/1.1 200 OK", "Content-Length: 5", "Content-Length: +5", "Date: D", "Server: maitre"])]
     #[case::value_whitespace_and_controls_kept(GET11, "200 OK", &[("X-Y", "  a\tb\x01 ")], Some("maitre"),
         &["HTTP/1.1 200 OK", "Date: D", "Server: maitre", "Transfer-Encoding: chunked", "X-Y:   a\tb\x01 "])]
-    #[case::trailers_is_not_hop_by_hop(GET11, "200 OK", &[("Trailers", "x")], Some("maitre"),
-        &["HTTP/1.1 200 OK", "Date: D", "Server: maitre", "Trailers: x", "Transfer-Encoding: chunked"])]
+    #[case::trailer_is_not_hop_by_hop(GET11, "200 OK", &[("Trailer", "x")], Some("maitre"),
+        &["HTTP/1.1 200 OK", "Date: D", "Server: maitre", "Trailer: x", "Transfer-Encoding: chunked"])]
     #[case::status_line_version_10(GET10, "404 Not Found", &[("Content-Type", "text/html")], Some("maitre"),
         &["HTTP/1.0 404 Not Found", "Connection: close", "Content-Type: text/html", "Date: D", "Server: maitre"])]
     fn normalisation_rules(
@@ -915,8 +917,8 @@ mod tests {
         "trailers",
         "TE is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)"
     )]
-    #[case::hop_trailer("Trailer", "X-Checksum",
-        "Trailer is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)")]
+    #[case::hop_trailers("Trailers", "X-Checksum",
+        "Trailers is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)")]
     #[case::hop_transfer_encoding("Transfer-Encoding", "chunked",
         "Transfer-Encoding is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)")]
     #[case::hop_upgrade("upgrade", "websocket",

@@ -102,10 +102,71 @@ fn send_result(
         out.write_chunk(py, body.as_bytes(), Some(body.as_bytes().len() as u64))?;
         return Ok(());
     }
-    if result.is_instance(shared.file_wrapper.bind(py))? && send_file(py, result, out)? {
-        return Ok(());
+    if result.is_instance(shared.file_wrapper.bind(py))? {
+        if send_file(py, result, out)? {
+            return Ok(());
+        }
+        if let Some(len) = seekable_length(py, result, out)? {
+            return iterate_exactly(py, result, out, len);
+        }
     }
     iterate(py, result, out)
+}
+
+/// Waitress measures any seekable wrapped file (a BytesIO too) from its
+/// position to its end, bounded by the app's Content-Length, and sends that
+/// many bytes with that Content-Length. None: not seekable, or nothing left.
+fn seekable_length(
+    py: Python<'_>,
+    wrapper: &Bound<'_, PyAny>,
+    out: &Output,
+) -> PyResult<Option<u64>> {
+    let filelike = wrapper.getattr(intern!(py, "filelike"))?;
+    let measure = || -> PyResult<Option<u64>> {
+        if !filelike.hasattr(intern!(py, "seek"))? || !filelike.hasattr(intern!(py, "tell"))? {
+            return Ok(None);
+        }
+        let here: u64 = filelike.call_method0(intern!(py, "tell"))?.extract()?;
+        filelike.call_method1(intern!(py, "seek"), (0, 2))?;
+        let end: u64 = filelike.call_method0(intern!(py, "tell"))?.extract()?;
+        filelike.call_method1(intern!(py, "seek"), (here,))?;
+        Ok(Some(end.saturating_sub(here)))
+    };
+    let remain = measure().unwrap_or_else(|_| {
+        PyErr::take(py);
+        None
+    });
+    Ok(remain.filter(|&n| n > 0).map(|n| out.fit_file_length(n)))
+}
+
+/// Iterate a measured file wrapper, sending exactly `len` bytes.
+fn iterate_exactly(
+    py: Python<'_>,
+    result: &Bound<'_, PyAny>,
+    out: &Output,
+    len: u64,
+) -> PyResult<()> {
+    let mut left = len;
+    let mut known = Some(len);
+    for chunk in result.try_iter()? {
+        let chunk = chunk?;
+        let bytes = chunk.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "expected bytes from the app, got {}",
+                chunk.get_type()
+            ))
+        })?;
+        let data = bytes.as_bytes();
+        let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if take > 0 {
+            out.write_chunk(py, &data[..take], known.take())?;
+            left -= take as u64;
+        }
+        if left == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// `[b"..."]` or `(b"...",)`, exactly.
