@@ -266,7 +266,7 @@ impl Channel {
         while pos < self.inbuf.len() && self.ending == Ending::Open {
             let used = match &self.reading {
                 Reading::Head => self.parse_one_head(cx, pos),
-                Reading::Body(_) => self.take_body(cx, pos),
+                Reading::Body(_) => self.take_body(pos),
                 Reading::Done => Some(self.inbuf.len() - pos),
             };
             match used {
@@ -351,11 +351,7 @@ impl Channel {
     }
 
     /// Feed buffered bytes to the body being received.
-    fn take_body<T: Transport, E: Executor>(
-        &mut self,
-        cx: &mut Ctx<'_, T, E>,
-        pos: usize,
-    ) -> Option<usize> {
+    fn take_body(&mut self, pos: usize) -> Option<usize> {
         let Reading::Body(incoming) = &mut self.reading else {
             return None;
         };
@@ -372,16 +368,12 @@ impl Channel {
             else {
                 return None;
             };
-            self.finish_body(cx, *incoming);
+            self.finish_body(*incoming);
         }
         Some(used)
     }
 
-    fn finish_body<T: Transport, E: Executor>(
-        &mut self,
-        cx: &mut Ctx<'_, T, E>,
-        incoming: Incoming,
-    ) {
+    fn finish_body(&mut self, incoming: Incoming) {
         // A 100 still owed is dropped: the body is already here (Waitress
         // sends none in that case either).
         let Incoming {
@@ -400,7 +392,6 @@ impl Channel {
                 self.refuse(internal_error(None, head.version));
             }
         }
-        let _ = cx;
     }
 
     /// Queue a refusal; nothing after it is read or answered.
