@@ -149,14 +149,8 @@ fn iterate_exactly(
     let mut left = len;
     let mut known = Some(len);
     for chunk in result.try_iter()? {
-        let chunk = chunk?;
-        let bytes = chunk.cast::<PyBytes>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "expected bytes from the app, got {}",
-                chunk.get_type()
-            ))
-        })?;
-        let data = bytes.as_bytes();
+        let chunk = as_bytes(chunk?)?;
+        let data = chunk.as_bytes();
         let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         if take > 0 {
             out.write_chunk(py, &data[..take], known.take())?;
@@ -183,6 +177,14 @@ fn single_bytes<'py>(result: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> 
     item.cast_into::<PyBytes>().ok()
 }
 
+/// An app_iter item, which PEP 3333 requires to be bytes.
+fn as_bytes(chunk: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyBytes>> {
+    chunk.cast_into::<PyBytes>().map_err(|e| {
+        let got = e.into_inner().get_type();
+        PyTypeError::new_err(format!("expected bytes from the app, got {got}"))
+    })
+}
+
 /// Waitress sets a Content-Length for a result with `len() == 1` from the
 /// first chunk; empty chunks are skipped and do not send the head.
 fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, out: &Output) -> PyResult<()> {
@@ -192,14 +194,8 @@ fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, out: &Output) -> PyResult<
     });
     let mut first = true;
     for chunk in result.try_iter()? {
-        let chunk = chunk?;
-        let bytes = chunk.cast::<PyBytes>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "expected bytes from the app, got {}",
-                chunk.get_type()
-            ))
-        })?;
-        let data = bytes.as_bytes();
+        let chunk = as_bytes(chunk?)?;
+        let data = chunk.as_bytes();
         let known = (first && single).then_some(data.len() as u64);
         first = false;
         if !data.is_empty() || known.is_some() {
