@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -323,18 +323,13 @@ impl Transport for MioTransport {
         if c.registered.is_some() {
             let _ = self.registry.deregister(c.stream.source());
         }
-        match (&c.stream, how) {
-            (Stream::Tcp(s), Close::Reset) => {
-                let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
-            }
-            (Stream::Tcp(s), Close::Fin) => {
-                let _ = s.shutdown(Shutdown::Write);
-            }
-            #[cfg(unix)]
-            (Stream::Unix(s), _) => {
-                let _ = s.shutdown(Shutdown::Write);
-            }
+        // Dropping the stream closes it; the kernel sends the FIN (after any
+        // queued bytes) as part of close(), so the descriptor is already gone
+        // when the peer sees the end of the stream. Reset: linger 0 -> RST.
+        if let (Stream::Tcp(s), Close::Reset) = (&c.stream, how) {
+            let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
         }
+        drop(c);
     }
 }
 
