@@ -77,10 +77,6 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         &self.clock
     }
 
-    pub fn settings(&self) -> &EngineSettings {
-        &self.cfg
-    }
-
     /// Open client connections.
     pub fn connection_count(&self) -> usize {
         self.count

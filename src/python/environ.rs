@@ -239,12 +239,10 @@ fn into_fd(file: std::fs::File) -> i64 {
 
 /// Bytes as a PEP 3333 "bytes in str": latin-1, which never fails.
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    // ASCII (the common case) is valid UTF-8 as is: no copy.
     match std::str::from_utf8(bytes) {
         Ok(s) if bytes.is_ascii() => PyString::new(py, s),
-        _ => {
-            let s: String = bytes.iter().map(|&b| char::from(b)).collect();
-            PyString::new(py, &s)
-        }
+        _ => PyString::new(py, &latin1_string(bytes)),
     }
 }
 

@@ -123,7 +123,7 @@ fn seekable_length(
 ) -> PyResult<Option<u64>> {
     let filelike = wrapper.getattr(intern!(py, "filelike"))?;
     let measure = || -> PyResult<Option<u64>> {
-        if !filelike.hasattr(intern!(py, "seek"))? || !filelike.hasattr(intern!(py, "tell"))? {
+        if !is_seekable(py, &filelike)? {
             return Ok(None);
         }
         let here: u64 = filelike.call_method0(intern!(py, "tell"))?.extract()?;
@@ -175,6 +175,11 @@ fn single_bytes<'py>(result: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> 
         return None;
     };
     item.cast_into::<PyBytes>().ok()
+}
+
+/// Waitress treats a wrapped file as measurable when it has `seek` and `tell`.
+fn is_seekable(py: Python<'_>, filelike: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(filelike.hasattr(intern!(py, "seek"))? && filelike.hasattr(intern!(py, "tell"))?)
 }
 
 /// An app_iter item, which PEP 3333 requires to be bytes.
@@ -234,7 +239,7 @@ fn send_file(py: Python<'_>, wrapper: &Bound<'_, PyAny>, out: &Output) -> PyResu
 /// A duplicate of the file's descriptor, its position and its size.
 fn open_range(py: Python<'_>, filelike: &Bound<'_, PyAny>) -> Option<(std::fs::File, u64, u64)> {
     let grab = || -> PyResult<Option<(std::fs::File, u64, u64)>> {
-        if !filelike.hasattr(intern!(py, "seek"))? || !filelike.hasattr(intern!(py, "tell"))? {
+        if !is_seekable(py, filelike)? {
             return Ok(None);
         }
         let fd: i64 = filelike.call_method0(intern!(py, "fileno"))?.extract()?;
@@ -537,9 +542,4 @@ impl DisconnectedCheck {
     fn __call__(&self) -> bool {
         self.ctl.is_cancelled()
     }
-}
-
-/// Convert a Rust value to a Python object (used by the environ builder).
-pub fn obj<'py, T: IntoPyObjectExt<'py>>(py: Python<'py>, v: T) -> PyResult<Bound<'py, PyAny>> {
-    v.into_bound_py_any(py)
 }
