@@ -81,6 +81,54 @@ pub struct Config {
     pub asyncore_use_poll: bool,
     pub channel_request_lookahead: usize,
     pub server_name: String,
+    /// maitre only: seconds in-flight requests may take to finish when the server stops.
+    pub graceful_timeout: Duration,
+    /// maitre only: worker processes (1: this process serves, as Waitress does).
+    pub workers: usize,
+    /// maitre only: requests a worker serves before it is replaced (0: never).
+    pub max_requests: u64,
+    /// maitre only: up to this many requests added at random to `max_requests`, per worker.
+    pub max_requests_jitter: u64,
+    /// maitre only: longest a request may run in the application (`None`: no limit).
+    pub request_timeout: Option<Duration>,
+    /// maitre only: where the access log goes: a path, or `-` for standard output.
+    pub access_log: Option<String>,
+    /// maitre only: the access log's line format.
+    pub access_log_format: AccessLogFormat,
+    /// maitre only: `HOST:PORT` serving Prometheus metrics.
+    pub metrics_listen: Option<String>,
+}
+
+/// The access log line formats `access_log_format` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// Apache's combined format: common plus referer and user agent.
+    Combined,
+    /// Apache's common log format.
+    Common,
+    /// One JSON object per line.
+    Json,
+}
+
+impl AccessLogFormat {
+    pub const NAMES: &'static [&'static str] = &["combined", "common", "json"];
+
+    fn parse(s: &str) -> Option<AccessLogFormat> {
+        match s {
+            "combined" => Some(AccessLogFormat::Combined),
+            "common" => Some(AccessLogFormat::Common),
+            "json" => Some(AccessLogFormat::Json),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogFormat::Combined => "combined",
+            AccessLogFormat::Common => "common",
+            AccessLogFormat::Json => "json",
+        }
+    }
 }
 
 impl Default for Config {
@@ -120,6 +168,14 @@ impl Default for Config {
             asyncore_use_poll: false,
             channel_request_lookahead: 0,
             server_name: "waitress.invalid".to_string(),
+            graceful_timeout: Duration::from_secs(30),
+            workers: 1,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            request_timeout: None,
+            access_log: None,
+            access_log_format: AccessLogFormat::Combined,
+            metrics_listen: None,
         }
     }
 }
@@ -209,7 +265,17 @@ mod table {
 
     /// Every Waitress adjustment, nothing more (Waitress's `_params`).
     /// Settings maitre has that Waitress does not.
-    pub const MAITRE_ONLY: &[&str] = &["header_timeout"];
+    pub const MAITRE_ONLY: &[&str] = &[
+        "header_timeout",
+        "graceful_timeout",
+        "workers",
+        "max_requests",
+        "max_requests_jitter",
+        "request_timeout",
+        "access_log",
+        "access_log_format",
+        "metrics_listen",
+    ];
 
     pub const SETTINGS: &[Setting] = &[
         row(
@@ -431,6 +497,56 @@ mod table {
             Str,
             "waitress.invalid",
             "SERVER_NAME given to the application",
+        ),
+        // maitre only, from here on: operations Waitress does not have.
+        row(
+            "graceful_timeout",
+            Seconds,
+            "30",
+            "Seconds running requests may take to finish when the server stops",
+        ),
+        row(
+            "workers",
+            Int,
+            "1",
+            "Worker processes; above 1 a master process forks and supervises them (not on Windows)",
+        )
+        .between(1, 4096),
+        row(
+            "max_requests",
+            Int,
+            "0",
+            "Requests a worker process serves before it is replaced; 0 never replaces it",
+        ),
+        row(
+            "max_requests_jitter",
+            Int,
+            "0",
+            "Up to this many requests added at random to max_requests, so workers do not restart together",
+        ),
+        row(
+            "request_timeout",
+            Seconds,
+            "0",
+            "Seconds a request may run in the application before it is answered 503 and interrupted; 0 for no limit",
+        ),
+        row(
+            "access_log",
+            StrIfTruthy,
+            "",
+            "Write an access log line per request to this file, or to standard output for -",
+        ),
+        row(
+            "access_log_format",
+            Str,
+            "combined",
+            "Access log format: combined, common or json",
+        ),
+        row(
+            "metrics_listen",
+            StrIfTruthy,
+            "",
+            "HOST:PORT where Prometheus metrics are served",
         ),
     ];
 
@@ -939,6 +1055,38 @@ impl Config {
             "unix_socket_perms" => self.unix_socket_perms = int_field(s, v)?,
             "channel_request_lookahead" => self.channel_request_lookahead = int_field(s, v)?,
             "server_name" => self.server_name = py_str(v),
+            "graceful_timeout" => self.graceful_timeout = seconds_field(s, v)?,
+            "workers" => self.workers = int_field(s, v)?,
+            "max_requests" => self.max_requests = int_field(s, v)?,
+            "max_requests_jitter" => self.max_requests_jitter = int_field(s, v)?,
+            "request_timeout" => {
+                let limit = seconds_field(s, v)?;
+                self.request_timeout = (!limit.is_zero()).then_some(limit);
+            }
+            "access_log" => self.access_log = str_iftruthy(v),
+            "access_log_format" => {
+                let name = py_str(v);
+                self.access_log_format = AccessLogFormat::parse(&name).ok_or_else(|| {
+                    ConfigError(format!(
+                        "access_log_format must be one of {}, got {}",
+                        AccessLogFormat::NAMES.join(", "),
+                        py_repr(&name)
+                    ))
+                })?;
+            }
+            "metrics_listen" => {
+                self.metrics_listen = str_iftruthy(v);
+                if let Some(entry) = &self.metrics_listen {
+                    ListenSpec::parse(entry, 0)
+                        .filter(|_| entry.contains(':'))
+                        .ok_or_else(|| {
+                            ConfigError(format!(
+                                "metrics_listen must be HOST:PORT, got {}",
+                                py_repr(entry)
+                            ))
+                        })?;
+                }
+            }
             // The Python layer owns the socket objects and checks them.
             "sockets" => {}
             // Every row of the table has an arm above; this only guards against a new row.
@@ -1085,6 +1233,16 @@ impl Config {
             "unix_socket_perms" => Value::Int(i64::from(self.unix_socket_perms)),
             "channel_request_lookahead" => int(self.channel_request_lookahead),
             "server_name" => Value::Str(self.server_name.clone()),
+            "graceful_timeout" => secs(self.graceful_timeout),
+            "workers" => int(self.workers),
+            "max_requests" => Value::Int(i64::try_from(self.max_requests).unwrap_or(i64::MAX)),
+            "max_requests_jitter" => {
+                Value::Int(i64::try_from(self.max_requests_jitter).unwrap_or(i64::MAX))
+            }
+            "request_timeout" => secs(self.request_timeout.unwrap_or_default()),
+            "access_log" => opt(&self.access_log),
+            "access_log_format" => Value::Str(self.access_log_format.name().to_string()),
+            "metrics_listen" => opt(&self.metrics_listen),
             _ => return None,
         })
     }
@@ -1504,6 +1662,44 @@ mod tests {
         assert_eq!(config.unix_socket_perms, 0o644);
         assert_eq!(config.ident.as_deref(), Some("x"));
         assert_eq!(config.max_request_body_size, 5);
+    }
+
+    #[test]
+    fn operations_settings_are_typed() {
+        let defaults = Config::default();
+        assert_eq!(defaults.request_timeout, None);
+        assert_eq!(defaults.workers, 1);
+        let config = from_strs(&[
+            ("graceful_timeout", "3"),
+            ("workers", "4"),
+            ("max_requests", "100"),
+            ("max_requests_jitter", "10"),
+            ("request_timeout", "5"),
+            ("access_log", "-"),
+            ("access_log_format", "json"),
+            ("metrics_listen", "127.0.0.1:9100"),
+        ])
+        .expect("valid");
+        assert_eq!(config.graceful_timeout, Duration::from_secs(3));
+        assert_eq!(config.workers, 4);
+        assert_eq!((config.max_requests, config.max_requests_jitter), (100, 10));
+        assert_eq!(config.request_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(config.access_log.as_deref(), Some("-"));
+        assert_eq!(config.access_log_format, AccessLogFormat::Json);
+        assert_eq!(config.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
+        let off = from_strs(&[("request_timeout", "0"), ("access_log", "")]).expect("valid");
+        assert_eq!((off.request_timeout, off.access_log), (None, None));
+    }
+
+    #[rstest]
+    #[case("access_log_format", "apache", "access_log_format must be one of")]
+    #[case("metrics_listen", "localhost", "metrics_listen must be HOST:PORT")]
+    #[case("metrics_listen", "[::1:9", "metrics_listen must be HOST:PORT")]
+    #[case("workers", "0", "workers must be between 1 and 4096")]
+    #[case("max_requests", "-1", "max_requests must be at least 0")]
+    fn operations_settings_reject(#[case] name: &str, #[case] value: &str, #[case] msg: &str) {
+        let err = from_strs(&[(name, value)]).expect_err("invalid");
+        assert!(err.0.contains(msg), "{err}");
     }
 
     #[test]
