@@ -431,10 +431,11 @@ pub async fn serve(
         engine.transport_mut().waker = cx.waker().clone();
         loop {
             let before = engine.transport().progress;
-            engine.on_acceptable();
+            // Like the mio driver: connections first, then accepts.
             for conn in engine.transport_mut().poll_ready() {
                 engine.on_readable(conn);
             }
+            engine.on_acceptable();
             let mut batch = Vec::new();
             while let Poll::Ready(Some(ev)) = events.poll_recv(cx) {
                 batch.push(ev);

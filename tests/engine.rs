@@ -2174,11 +2174,8 @@ fn at_the_limit_a_new_client_evicts_the_connection_silent_the_longest() {
     h.engine.on_acceptable();
     assert_eq!(
         h.only(mark, is_accepting_event),
-        vec![
-            Ev::Accept(idle),
-            Ev::Close(trickler, Close::Fin),
-            Ev::AcceptNone
-        ]
+        vec![Ev::Accept(idle), Ev::Close(trickler, Close::Fin)],
+        "the only candidate left was taken this round: accepting resumes at the next timer"
     );
     // Now: the busy one, the new request (busy), and the fresh idle one.
     assert_eq!(h.engine.connection_count(), 3);
@@ -2688,4 +2685,291 @@ fn transcript_of_a_pipelined_session_with_continue() {
     }, {
         insta::assert_snapshot!("pipelined_session_with_continue", transcript.join("\n"));
     });
+}
+
+// ===========================================================================
+// Graceful stop (drain), max_requests, request_timeout.
+
+/// `HTTP/1.1 200 OK` with a Content-Length, closing the connection.
+fn ok11_close(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\nDate: {DATE}\r\n\
+         Server: maitre\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn drain_closes_idle_connections_and_lets_requests_in_progress_finish() {
+    let mut h = H::with(|c| c.graceful_timeout = secs(30));
+    let idle = busy(&mut h, "/done");
+    h.app_ok(h.req(0), "done");
+    let waiting = busy(&mut h, "/waiting"); // app has not answered yet
+    let streaming = busy(&mut h, "/streaming"); // head and part of the body sent
+    h.head(h.req(2), "200 OK", &[("Content-Length", "4")]);
+    h.data(h.req(2), "ab");
+    h.take(streaming);
+    h.backlog(Script::new().data(get("/late")));
+
+    let mark = h.mark();
+    h.engine.begin_drain();
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![Ev::SetAccepting(false), Ev::Close(idle, Close::Fin)]
+    );
+    assert!(h.engine.is_draining() && !h.engine.is_drained());
+    assert!(!h.engine.is_retiring());
+    // The listener is closed: a client in the backlog is never taken.
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    assert_eq!(h.only(mark, is_accepting_event), vec![]);
+
+    // A response not yet started says it closes, and does.
+    let mark = h.mark();
+    h.app_ok(h.req(1), "w");
+    assert_eq!(h.out(waiting), ok11_close("w"));
+    assert_eq!(h.closes(mark), vec![Ev::Close(waiting, Close::Fin)]);
+    // A keep-alive response already under way completes, then closes.
+    let mark = h.mark();
+    h.data(h.req(2), "cd");
+    assert_eq!(h.take(streaming), "cd");
+    assert_eq!(h.closes(mark), vec![]);
+    h.done(h.req(2));
+    assert_eq!(h.closes(mark), vec![Ev::Close(streaming, Close::Fin)]);
+    assert!(h.engine.is_drained());
+    assert_eq!(h.engine.drain_cut(), 0);
+    assert_eq!(h.jobs().len(), 3, "nothing new was dispatched");
+}
+
+#[test]
+fn drain_cuts_what_is_left_at_graceful_timeout() {
+    let mut h = H::with(|c| {
+        c.graceful_timeout = secs(3);
+        c.cleanup_interval = secs(100);
+    });
+    let c = busy(&mut h, "/slow");
+    h.advance(secs(1));
+    h.engine.begin_drain();
+    assert_eq!(h.engine.next_deadline(), Some(H::at(4.0)));
+    let mark = h.mark();
+    h.timer_at(3.999);
+    assert_eq!(h.since(mark), vec![]);
+    h.timer_at(4.0);
+    assert_eq!(
+        h.since(mark),
+        vec![Ev::Cancel(h.req(0)), Ev::Close(c, Close::Fin)]
+    );
+    assert!(h.engine.is_drained());
+    assert_eq!(h.engine.drain_cut(), 1);
+}
+
+#[test]
+fn drain_with_nothing_open_is_done_at_once() {
+    let mut h = H::new();
+    h.engine.begin_drain();
+    assert!(h.engine.is_drained());
+}
+
+#[test]
+fn drain_finishes_the_running_request_and_drops_pipelined_ones() {
+    let mut h = H::new();
+    let c = h.connect_with(Script::new().data(get("/1") + &get("/2")));
+    assert_eq!(h.jobs().len(), 1);
+    h.engine.begin_drain();
+    let mark = h.mark();
+    h.app_ok(h.req(0), "one");
+    assert_eq!(h.out(c), ok11_close("one"));
+    assert_eq!(h.closes(mark), vec![Ev::Close(c, Close::Fin)]);
+    assert_eq!(
+        h.jobs().len(),
+        1,
+        "/2 was never started: the close tells its client"
+    );
+}
+
+#[test]
+fn drain_lets_a_body_that_is_arriving_finish_and_answers_it() {
+    let mut h = H::new();
+    let c = h.connect_with(Script::new().data("POST /up HTTP/1.1\r\nContent-Length: 6\r\n\r\nabc"));
+    assert!(h.jobs().is_empty());
+    h.engine.begin_drain();
+    assert!(h.is_open(c), "a request is arriving: not idle");
+    h.send(c, "def");
+    assert_eq!(h.jobs().len(), 1);
+    assert_eq!(
+        body_bytes(&mut h.engine.executor_mut().jobs[0].body),
+        b"abcdef"
+    );
+    h.app_ok(h.req(0), "ok");
+    assert_eq!(h.out(c), ok11_close("ok"));
+    assert!(h.engine.is_drained());
+}
+
+#[test]
+fn a_trickling_head_is_closed_by_a_drain() {
+    let mut h = H::new();
+    let c = h.connect_with(Script::new().data("GET /x HT"));
+    let mark = h.mark();
+    h.engine.begin_drain();
+    assert_eq!(h.closes(mark), vec![Ev::Close(c, Close::Fin)]);
+    assert!(h.engine.is_drained());
+}
+
+#[test]
+fn max_requests_retires_after_that_many_requests() {
+    let mut h = H::with(|c| c.max_requests = 2);
+    let c = busy(&mut h, "/1");
+    h.app_ok(h.req(0), "1");
+    assert!(!h.engine.is_draining());
+    h.send(c, get("/2"));
+    assert!(h.engine.is_draining() && h.engine.is_retiring());
+    h.backlog(Script::new().data(get("/3")));
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![],
+        "no longer accepting"
+    );
+    h.take(c);
+    h.app_ok(h.req(1), "2");
+    assert_eq!(h.take(c), ok11_close("2"));
+    assert!(h.engine.is_drained());
+    assert_eq!(h.jobs().len(), 2);
+}
+
+#[test]
+fn without_max_requests_a_server_never_retires() {
+    let mut h = H::new();
+    let c = h.connect();
+    for i in 0..50 {
+        h.send(c, get("/n"));
+        h.app_ok(h.req(i), "n");
+    }
+    assert!(!h.engine.is_draining());
+}
+
+#[test]
+fn request_timeout_answers_503_when_the_app_has_not_started_its_response() {
+    let mut h = H::with(|c| {
+        c.request_timeout = Some(secs(5));
+        c.cleanup_interval = secs(100);
+    });
+    let c = busy(&mut h, "/stuck");
+    assert_eq!(h.engine.next_deadline(), Some(H::at(5.0)));
+    let mark = h.mark();
+    h.timer_at(4.999);
+    assert_eq!(h.since(mark), vec![]);
+    h.timer_at(5.0);
+    assert_eq!(
+        h.out(c),
+        error(
+            "HTTP/1.1",
+            "503 Service Unavailable",
+            "The application did not answer within request_timeout (5 s)"
+        )
+    );
+    assert_eq!(h.exec(mark), vec![Ev::Cancel(h.req(0))]);
+    assert_eq!(h.closes(mark), vec![Ev::Close(c, Close::Fin)]);
+    // The app's late answer goes nowhere.
+    h.app_ok(h.req(0), "late");
+    assert_eq!(h.engine.next_deadline(), Some(H::at(100.0)));
+}
+
+#[test]
+fn request_timeout_cuts_a_response_already_under_way() {
+    let mut h = H::with(|c| c.request_timeout = Some(secs(5)));
+    let c = busy(&mut h, "/stream");
+    h.head(h.req(0), "200 OK", &[("Content-Length", "10")]);
+    h.data(h.req(0), "abc");
+    h.take(c);
+    let mark = h.mark();
+    h.timer_at(5.0);
+    assert_eq!(h.take(c), "", "nothing more is sent");
+    assert_eq!(h.exec(mark), vec![Ev::Cancel(h.req(0))]);
+    assert_eq!(h.closes(mark), vec![Ev::Close(c, Close::Fin)]);
+}
+
+#[test]
+fn request_timeout_leaves_finished_requests_alone_and_restarts_per_request() {
+    let mut h = H::with(|c| {
+        c.request_timeout = Some(secs(5));
+        c.cleanup_interval = secs(100);
+    });
+    let c = busy(&mut h, "/1");
+    h.advance(secs(4));
+    h.app_ok(h.req(0), "1");
+    assert_eq!(
+        h.engine.next_deadline(),
+        Some(H::at(100.0)),
+        "timer removed"
+    );
+    h.send(c, get("/2"));
+    assert_eq!(h.engine.next_deadline(), Some(H::at(9.0)));
+    let mark = h.mark();
+    h.timer_at(8.0);
+    assert_eq!(h.since(mark), vec![]);
+    h.app_ok(h.req(1), "2");
+    assert!(h.is_open(c));
+}
+
+#[test]
+fn without_request_timeout_a_slow_app_is_never_cut() {
+    let mut h = H::with(|c| c.cleanup_interval = secs(100));
+    let c = busy(&mut h, "/slow");
+    h.timer_at(10_000.0);
+    assert!(h.is_open(c));
+    h.app_ok(h.req(0), "s");
+    assert_eq!(h.out(c), ok11("s"));
+}
+
+#[test]
+fn eviction_takes_the_longest_waiting_head_even_if_it_trickled_a_byte_recently() {
+    let mut h = H::with(|c| c.connection_limit = 2);
+    let trickler = h.connect_with(Script::new().data("GET /a HTTP/1.1\r\n"));
+    h.advance(secs(4));
+    let fresh = h.connect();
+    h.advance(secs(1));
+    h.send(trickler, "X-a: b"); // active a moment ago, but waiting since 0 s
+    h.advance(secs(1));
+    h.backlog(Script::new().data(get("/new")));
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    assert_eq!(
+        h.closes(mark),
+        vec![Ev::Close(trickler, Close::Fin)],
+        "trickling buys no protection; the client that just connected stays"
+    );
+    assert!(h.is_open(fresh));
+}
+
+#[test]
+fn a_connection_taken_this_round_is_not_evicted_before_its_data_is_read() {
+    let mut h = H::with(|c| c.connection_limit = 1);
+    let old = h.connect();
+    h.backlog(Script::new()); // connects, sends nothing yet
+    h.backlog(Script::new().data(get("/third")));
+    let mark = h.mark();
+    h.engine.on_acceptable();
+    let second = ConnId(1);
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![Ev::Accept(second), Ev::Close(old, Close::Fin)],
+        "the second may not be evicted in the round that took it"
+    );
+    assert_eq!(
+        h.engine.next_deadline(),
+        Some(H::at(0.0)),
+        "accept again at once"
+    );
+    // Its request arrives before the next round: now it is busy, and the
+    // third client waits for a place.
+    h.send(second, get("/second"));
+    let mark = h.mark();
+    h.timer_at(0.0);
+    assert_eq!(
+        h.only(mark, is_accepting_event),
+        vec![Ev::SetAccepting(false)]
+    );
+    assert_eq!(h.job(0).head.target, b"/second");
 }

@@ -16,7 +16,7 @@ import sys
 import threading
 
 from .adjustments import Adjustments
-from .errors import ClientDisconnected
+from .errors import ClientDisconnected, RequestTimeout
 from .filewrapper import FileWrapper
 
 __all__ = [
@@ -338,6 +338,7 @@ def _hooks():
         "file_wrapper": FileWrapper,
         "client_disconnected": ClientDisconnected,
         "errors": sys.stderr,
+        "request_timeout_error": RequestTimeout,
     }
 
 

@@ -2,7 +2,7 @@
 //! request in progress, the engine stops accepting and a new client waits in
 //! the backlog until one finishes. Connections that only hold a place (idle
 //! keep-alive, or a head still trickling in) are closed to make room, the
-//! one silent the longest first: idle and slow clients cannot lock out a new
+//! one waiting for its next head the longest first: idle and slow clients cannot lock out a new
 //! one, as they can with Waitress.
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -253,6 +253,13 @@ impl Transport for MioTransport {
         }
     }
 
+    fn stop_listening(&mut self) {
+        self.set_accepting(false);
+        // Dropping closes our descriptors; a master process that shares
+        // them keeps its own copies open for the workers that remain.
+        self.listeners.clear();
+    }
+
     fn read(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
         self.with_stream(conn, |s| match s {
             Stream::Tcp(s) => s.read(buf),
@@ -380,19 +387,30 @@ impl EventSender {
     }
 }
 
-/// Stops a running driver from another thread.
+/// Stops a running driver from another thread: the first `stop` is a
+/// graceful stop (see [`Engine::begin_drain`]), a second one stops at once.
 #[derive(Clone)]
 pub struct StopHandle {
-    stop: Arc<AtomicBool>,
+    stop: Arc<AtomicUsize>,
     waker: Arc<Waker>,
 }
 
 impl StopHandle {
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.fetch_add(1, Ordering::AcqRel);
+        let _ = self.waker.wake();
+    }
+
+    /// Stop without waiting for requests in progress.
+    pub fn stop_now(&self) {
+        self.stop.fetch_add(2, Ordering::AcqRel);
         let _ = self.waker.wake();
     }
 }
+
+/// Called once when a graceful stop begins; the flag says whether it was
+/// `max_requests` (retiring) rather than a request to stop.
+pub type DrainNotice = Box<dyn FnMut(bool) + Send>;
 
 /// A bound server: the engine, its sockets and the app-event channel.
 pub struct MioServer<E: Executor> {
@@ -401,8 +419,9 @@ pub struct MioServer<E: Executor> {
     engine: Engine<MioTransport, MioClock, E>,
     events: Receiver<AppEvent>,
     flagged: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<AtomicUsize>,
     waker: Arc<Waker>,
+    drain_notice: Option<DrainNotice>,
 }
 
 /// The channel ends an executor needs before the server exists.
@@ -425,7 +444,7 @@ impl Wiring {
             flagged,
         };
         let stop = StopHandle {
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicUsize::new(0)),
             waker,
         };
         Ok(Wiring {
@@ -461,7 +480,13 @@ impl<E: Executor> MioServer<E> {
             flagged: wiring.sender.flagged.clone(),
             stop: wiring.stop.stop.clone(),
             waker: wiring.stop.waker.clone(),
+            drain_notice: None,
         })
+    }
+
+    /// Run `notice` when a graceful stop begins.
+    pub fn on_drain(&mut self, notice: DrainNotice) {
+        self.drain_notice = Some(notice);
     }
 
     pub fn listeners(&self) -> &[Listener] {
@@ -497,11 +522,29 @@ impl<E: Executor> MioServer<E> {
         self.run_with(&mut || false)
     }
 
-    /// Serve until stopped, or until `on_signal` (called when the signal
-    /// source fires) returns true.
+    /// Serve until stopped: gracefully (a first stop request, a first
+    /// `on_signal` returning true, or `max_requests`) once every connection
+    /// has closed; at once on a second request. `on_signal` is called when
+    /// the signal source fires.
     pub fn run_with(&mut self, on_signal: &mut dyn FnMut() -> bool) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        while !self.stop.load(Ordering::Acquire) {
+        let mut noticed = false;
+        loop {
+            match self.stop.load(Ordering::Acquire) {
+                0 => {}
+                1 => self.begin_drain(),
+                _ => return Ok(()),
+            }
+            if self.engine.is_draining() && !noticed {
+                noticed = true;
+                let retiring = self.engine.is_retiring();
+                if let Some(notice) = &mut self.drain_notice {
+                    notice(retiring);
+                }
+            }
+            if self.engine.is_drained() {
+                return Ok(());
+            }
             let timeout = self.timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -509,22 +552,35 @@ impl<E: Executor> MioServer<E> {
                 }
                 return Err(e);
             }
+            let mut acceptable = false;
             for ev in events.iter() {
+                if ev.token().0 >= LISTENER_BASE && ev.token() != WAKER && ev.token() != SIGNALS {
+                    // Accept after the rest of the batch (see `Engine::on_acceptable`).
+                    acceptable = true;
+                    continue;
+                }
                 if ev.token() == SIGNALS {
                     if let Some(source) = &self.signals {
                         source.drain();
                     }
                     if on_signal() {
-                        return Ok(());
+                        self.stop.fetch_add(1, Ordering::AcqRel);
                     }
                     continue;
                 }
                 self.dispatch(ev.token());
             }
             self.drain_app_events();
+            if acceptable {
+                self.dispatch(Token(LISTENER_BASE));
+            }
             self.fire_timer();
         }
-        Ok(())
+    }
+
+    fn begin_drain(&mut self) {
+        let engine = &mut self.engine;
+        guarded(|| engine.begin_drain());
     }
 
     fn timeout(&self) -> Option<Duration> {

@@ -76,6 +76,8 @@ struct Active {
     /// App payload bytes accepted but not yet granted back as credit.
     ungranted: u64,
     warned_surplus: bool,
+    /// When the app must have finished (`request_timeout`).
+    deadline: Option<Timestamp>,
 }
 
 /// Why a channel ended; decides FIN versus RST and what to log.
@@ -102,6 +104,14 @@ pub struct Channel {
     active: Option<Active>,
     out: OutBuffer,
     pub last_activity: Timestamp,
+    /// Since when the connection has been waiting for its next request head:
+    /// its accept, or the end of its previous response. Eviction picks the
+    /// oldest, so trickling bytes buys an idle client no protection, and a
+    /// client that just connected is the last to go.
+    pub waiting_since: Timestamp,
+    /// The engine's accept round this connection was taken in: one taken in
+    /// the current round has had no chance to send yet and is never evicted.
+    pub accept_round: u64,
     close_when_flushed: bool,
     ending: Ending,
     want: Want,
@@ -111,6 +121,10 @@ pub struct Channel {
     head_deadline: Option<Timestamp>,
     /// The deadline the engine's timer set currently holds for us.
     pub armed: Option<Timestamp>,
+    /// The `request_timeout` entry the engine's timer set holds for us.
+    pub request_armed: Option<(Timestamp, ReqId)>,
+    /// The server is stopping: finish what was started, take nothing new.
+    draining: bool,
 }
 
 impl Channel {
@@ -132,6 +146,8 @@ impl Channel {
             active: None,
             out: OutBuffer::new(cfg.outbuf_overflow),
             last_activity: now,
+            waiting_since: now,
+            accept_round: 0,
             close_when_flushed: false,
             ending: Ending::Open,
             // Transports register a new connection for reading (see `Transport::accept`).
@@ -139,6 +155,8 @@ impl Channel {
             fresh: true,
             head_deadline: None,
             armed: None,
+            request_armed: None,
+            draining: false,
         }
     }
 
@@ -164,6 +182,34 @@ impl Channel {
             && self.is_idle()
             && self.out.is_empty()
             && !self.close_when_flushed
+    }
+
+    /// When the running request must have finished, if `request_timeout` is set.
+    pub fn request_deadline(&self) -> Option<(Timestamp, ReqId)> {
+        let active = self.active.as_ref()?;
+        Some((active.deadline?, active.req))
+    }
+
+    /// The server is stopping gracefully: let the request in progress (or
+    /// the one whose body is arriving) finish with `Connection: close`, and
+    /// drop pipelined requests not yet started: the close tells their client
+    /// they were not processed, so it may send them again elsewhere.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+        if let Some(active) = &mut self.active {
+            if active.framing.is_none() {
+                active.info.close_requested = true;
+            }
+            self.queue.clear();
+            if !matches!(self.reading, Reading::Done) {
+                self.reading = Reading::Done;
+                self.inbuf = Vec::new();
+            }
+        } else if matches!(self.reading, Reading::Head) && self.queue.is_empty() {
+            // Nothing started: done as soon as pending output is flushed.
+            self.close_when_flushed = true;
+            self.reading = Reading::Done;
+        }
     }
 
     /// When this connection must have delivered its request head.
@@ -226,7 +272,9 @@ impl Channel {
     /// at most `channel_request_lookahead` requests are waiting.
     fn readable(&self, cfg: &EngineSettings) -> bool {
         let waiting = self.queue.len() + usize::from(self.active.is_some());
+        let draining_idle = self.draining && matches!(self.reading, Reading::Head);
         !self.close_when_flushed
+            && !draining_idle
             && matches!(self.reading, Reading::Head | Reading::Body(_))
             && self.out.is_empty()
             && waiting <= cfg.channel_request_lookahead
@@ -436,9 +484,11 @@ impl Channel {
     ) {
         *cx.next_seq += 1;
         let req = ReqId::new(*cx.next_seq, self.id);
+        let mut info = RequestInfo::of(&head);
+        info.close_requested |= self.draining;
         self.active = Some(Active {
             req,
-            info: RequestInfo::of(&head),
+            info,
             path: String::from_utf8_lossy(&head.target).into_owned(),
             pending_head: None,
             framing: None,
@@ -446,6 +496,7 @@ impl Channel {
             body_sent: 0,
             ungranted: 0,
             warned_surplus: false,
+            deadline: cx.cfg.request_timeout.map(|limit| cx.now + limit),
         });
         cx.exec.dispatch(Job {
             req,
@@ -618,12 +669,41 @@ impl Channel {
             _ => {}
         }
         self.last_activity = cx.now;
-        if !keep_alive {
+        self.waiting_since = cx.now;
+        if !keep_alive || self.draining {
             self.close_when_flushed = true;
             self.queue.clear();
             self.reading = Reading::Done;
         }
         Ok(())
+    }
+
+    /// The running request `req` outlived `request_timeout`: answer 503 if its
+    /// head has not gone out, else cut the response (the close tells the
+    /// client it is incomplete). The app is told to stop either way.
+    pub fn time_out<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, req: ReqId) {
+        let Some(active) = self.active.as_ref().filter(|a| a.req == req) else {
+            return;
+        };
+        let limit = cx.cfg.request_timeout.unwrap_or_default().as_secs();
+        warn!(
+            target: "maitre",
+            "request timed out after {limit} s (request_timeout) while serving {}",
+            active.path
+        );
+        if active.framing.is_none() {
+            let detail =
+                format!("The application did not answer within request_timeout ({limit} s)");
+            let err = HttpError::new(503, detail, active.info.version);
+            self.active = None;
+            self.answer_error(cx, &err);
+        } else {
+            self.active = None;
+            self.close_when_flushed = true;
+            self.queue.clear();
+            self.reading = Reading::Done;
+        }
+        cx.exec.timed_out(req);
     }
 
     /// The app raised: a 500 if nothing was sent yet, else cut the response.

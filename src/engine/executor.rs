@@ -121,4 +121,9 @@ pub trait Executor {
     fn grant(&mut self, req: ReqId, bytes: usize);
     /// The client went away or the connection was closed: stop the app if possible.
     fn cancel(&mut self, req: ReqId);
+    /// The request outlived `request_timeout` and was answered (or cut) without
+    /// the app: stop it, and say where it was stuck if the executor can tell.
+    fn timed_out(&mut self, req: ReqId) {
+        self.cancel(req);
+    }
 }

@@ -12,7 +12,7 @@ use log::{info, warn};
 use crate::config::Config;
 use crate::engine::channel::{Channel, Ctx, Ending};
 use crate::engine::clock::{Clock, Timestamp};
-use crate::engine::executor::{AppEvent, Executor};
+use crate::engine::executor::{AppEvent, Executor, ReqId};
 use crate::engine::settings::EngineSettings;
 use crate::engine::transport::{Accepted, Close, ConnId, Transport};
 
@@ -29,6 +29,15 @@ pub struct Engine<T: Transport, C: Clock, E: Executor> {
     next_sweep: Timestamp,
     /// Pending `header_timeout` deadlines, earliest first.
     head_timers: BTreeSet<(Timestamp, ConnId)>,
+    /// Pending `request_timeout` deadlines of running requests, earliest first.
+    request_timers: BTreeSet<(Timestamp, ReqId)>,
+    /// Counts accept rounds (see `Channel::accept_round`).
+    accept_round: u64,
+    /// A round stopped because the only connections it could evict were
+    /// taken in that same round: accept again once their data is read.
+    accept_later: bool,
+    /// Set once a graceful stop began: until then no `drain` state exists.
+    drain: Option<Drain>,
     date: DateCache,
     /// The read buffer, reused by every channel (`recv_bytes` long).
     scratch: Vec<u8>,
@@ -52,6 +61,10 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
             next_seq: 0,
             next_sweep,
             head_timers: BTreeSet::new(),
+            request_timers: BTreeSet::new(),
+            drain: None,
+            accept_round: 0,
+            accept_later: false,
             date: DateCache::default(),
             touched: Vec::new(),
         }
@@ -87,6 +100,60 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         self.accepting
     }
 
+    /// Stop gracefully: take no new connection (listeners are closed), close
+    /// connections with nothing in progress, let requests in progress finish
+    /// (each closes its connection after its response), and cut whatever is
+    /// left after `graceful_timeout`. [`Engine::is_drained`] tells when done.
+    pub fn begin_drain(&mut self) {
+        if self.drain.is_some() {
+            return;
+        }
+        let deadline = self.clock.now() + self.cfg.graceful_timeout;
+        self.drain = Some(Drain {
+            deadline,
+            retired: false,
+            cut: 0,
+        });
+        self.accepting = false;
+        self.io.stop_listening();
+        let conns: Vec<ConnId> = self.live().map(|ch| ch.id).collect();
+        info!(target: "maitre", "stopping gracefully: {} connections open", conns.len());
+        for conn in conns {
+            let idle = self
+                .channels
+                .get(conn.0)
+                .and_then(Option::as_ref)
+                .is_some_and(Channel::is_evictable);
+            if idle {
+                self.shut(conn, Close::Fin);
+            } else {
+                self.with_channel(conn, |channel, _, _| channel.begin_drain());
+                self.pump(conn);
+            }
+        }
+        self.after_event();
+    }
+
+    /// A graceful stop began (by request, or because `max_requests` was reached).
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_some()
+    }
+
+    /// A graceful stop began and every connection is closed: the driver may return.
+    pub fn is_drained(&self) -> bool {
+        self.drain.is_some() && self.count == 0
+    }
+
+    /// The stop was started by `max_requests`, not asked for.
+    pub fn is_retiring(&self) -> bool {
+        self.drain.as_ref().is_some_and(|d| d.retired)
+    }
+
+    /// Connections still busy when `graceful_timeout` ran out, and so cut.
+    pub fn drain_cut(&self) -> usize {
+        self.drain.as_ref().map_or(0, |d| d.cut)
+    }
+
     /// Bytes waiting to be written, over all connections.
     pub fn pending_output(&self) -> u64 {
         self.live().map(Channel::pending_output).sum()
@@ -102,7 +169,11 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
     }
 
     /// One or more connections may be waiting on a listener.
+    /// Drivers call this after the other events of a readiness batch, so a
+    /// connection taken in an earlier round has had its data read before a
+    /// newcomer may evict it.
     pub fn on_acceptable(&mut self) {
+        self.accept_round += 1;
         self.refresh_date();
         self.accept_waiting();
     }
@@ -145,6 +216,11 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
     pub fn on_timer(&mut self) {
         self.refresh_date();
         let now = self.clock.now();
+        self.expire_requests(now);
+        if std::mem::take(&mut self.accept_later) {
+            self.accept_round += 1;
+            self.accept_waiting();
+        }
         while let Some(&(at, conn)) = self.head_timers.first() {
             if at > now {
                 break;
@@ -157,13 +233,65 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
             self.sweep_idle(now);
             self.next_sweep = now + self.cfg.cleanup_interval;
         }
+        if self.drain.as_ref().is_some_and(|d| now >= d.deadline) {
+            self.cut_remaining();
+        }
         self.after_event();
     }
 
     /// When `on_timer` must run next.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let head = self.head_timers.first().map(|&(at, _)| at);
-        Some(head.map_or(self.next_sweep, |at| at.min(self.next_sweep)))
+        let firsts = [
+            self.head_timers.first().map(|&(at, _)| at),
+            self.request_timers.first().map(|&(at, _)| at),
+            self.drain
+                .as_ref()
+                .filter(|_| self.count > 0)
+                .map(|d| d.deadline),
+            // At once, but after the driver has read what is ready.
+            self.accept_later.then(|| self.clock.now()),
+        ];
+        Some(
+            firsts
+                .into_iter()
+                .flatten()
+                .fold(self.next_sweep, Timestamp::min),
+        )
+    }
+
+    /// Requests running past `request_timeout` are answered without the app.
+    fn expire_requests(&mut self, now: Timestamp) {
+        while let Some(&(at, req)) = self.request_timers.first() {
+            if at > now {
+                break;
+            }
+            self.request_timers.pop_first();
+            let conn = req.conn();
+            self.with_channel(conn, |channel, cx, _| {
+                channel.request_armed = None;
+                channel.time_out(cx, req);
+            });
+            self.pump(conn);
+        }
+    }
+
+    /// `graceful_timeout` ran out: close what is still open.
+    fn cut_remaining(&mut self) {
+        let conns: Vec<ConnId> = self.live().map(|ch| ch.id).collect();
+        if conns.is_empty() {
+            return;
+        }
+        warn!(
+            target: "maitre",
+            "graceful_timeout reached: closing {} connections still in progress",
+            conns.len()
+        );
+        if let Some(drain) = &mut self.drain {
+            drain.cut += conns.len();
+        }
+        for conn in conns {
+            self.shut(conn, Close::Fin);
+        }
     }
 
     /// Waitress's maintenance: close every channel with no request queued or
@@ -193,13 +321,18 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
     /// Take waiting connections while there is room: below
     /// `connection_limit`, or at it by closing a connection that only holds
     /// a place (idle between requests, or still trickling a head), the one
-    /// silent the longest first. So slow or idle clients cannot lock out a
+    /// that has waited for its next head the longest first (see
+    /// `Channel::waiting_since`). So slow or idle clients cannot lock out a
     /// new one; only connections with requests in progress count as full.
     fn accept_waiting(&mut self) {
         while self.accepting {
             let room = self.room();
             if room == Room::Full {
                 self.pause_accepting();
+                break;
+            }
+            if room == Room::Later {
+                self.accept_later = true;
                 break;
             }
             match self.io.accept() {
@@ -234,10 +367,21 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         if self.count < self.cfg.connection_limit {
             return Room::Free;
         }
-        self.live()
+        let mut just_taken = false;
+        let victim = self
+            .live()
             .filter(|ch| ch.is_evictable())
-            .min_by_key(|ch| (ch.last_activity, ch.id))
-            .map_or(Room::Full, |ch| Room::Evict(ch.id))
+            .filter(|ch| {
+                let fresh = ch.accept_round >= self.accept_round;
+                just_taken |= fresh;
+                !fresh
+            })
+            .min_by_key(|ch| (ch.waiting_since, ch.id));
+        match victim {
+            Some(ch) => Room::Evict(ch.id),
+            None if just_taken => Room::Later,
+            None => Room::Full,
+        }
     }
 
     fn pause_accepting(&mut self) {
@@ -255,7 +399,8 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         if self.channels.len() <= conn.0 {
             self.channels.resize_with(conn.0 + 1, || None);
         }
-        let channel = Channel::new(conn, accepted.peer, accepted.listener, now, &self.cfg);
+        let mut channel = Channel::new(conn, accepted.peer, accepted.listener, now, &self.cfg);
+        channel.accept_round = self.accept_round;
         if self.channels[conn.0].replace(channel).is_none() {
             self.count += 1;
         }
@@ -286,15 +431,42 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
     fn pump(&mut self, conn: ConnId) {
         let pumped = self.with_channel(conn, |channel, cx, scratch| {
             channel.pump(cx, scratch);
-            (channel.ending(), channel.head_deadline(), channel.armed)
+            let request = (channel.request_deadline(), channel.request_armed);
+            (
+                channel.ending(),
+                channel.head_deadline(),
+                channel.armed,
+                request,
+            )
         });
         match pumped {
             None => {}
-            Some((Ending::Open, wanted, armed)) if wanted != armed => {
-                self.rearm(conn, armed, wanted)
+            Some((Ending::Open, wanted, armed, (request, request_armed))) => {
+                if wanted != armed {
+                    self.rearm(conn, armed, wanted);
+                }
+                if request != request_armed {
+                    self.rearm_request(conn, request_armed, request);
+                }
             }
-            Some((Ending::Open, ..)) => {}
             Some((Ending::Finished | Ending::Broken, ..)) => self.remove(conn, Close::Fin),
+        }
+    }
+
+    fn rearm_request(
+        &mut self,
+        conn: ConnId,
+        old: Option<(Timestamp, ReqId)>,
+        new: Option<(Timestamp, ReqId)>,
+    ) {
+        if let Some(entry) = old {
+            self.request_timers.remove(&entry);
+        }
+        if let Some(entry) = new {
+            self.request_timers.insert(entry);
+        }
+        if let Some(channel) = self.channels.get_mut(conn.0).and_then(Option::as_mut) {
+            channel.request_armed = new;
         }
     }
 
@@ -317,6 +489,9 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         if let Some(at) = channel.armed {
             self.head_timers.remove(&(at, conn));
         }
+        if let Some(entry) = channel.request_armed {
+            self.request_timers.remove(&entry);
+        }
         self.io.close(conn, how);
         self.count -= 1;
     }
@@ -325,7 +500,8 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
     /// connection closed, or one became idle and may be evicted), take the
     /// connections waiting in the backlog; they produce no new readiness event.
     fn after_event(&mut self) {
-        if !self.accepting && self.room() != Room::Full {
+        self.retire_if_due();
+        if !self.accepting && self.drain.is_none() && self.room() != Room::Full {
             self.accepting = true;
             self.io.set_accepting(true);
             info!(
@@ -336,9 +512,34 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
         }
     }
 
+    /// `max_requests`: once that many requests were dispatched, stop
+    /// gracefully so a supervisor can replace this process.
+    fn retire_if_due(&mut self) {
+        let Some(limit) = self.cfg.max_requests else {
+            return;
+        };
+        if self.drain.is_none() && self.next_seq >= limit {
+            info!(target: "maitre", "served max_requests ({limit}): retiring");
+            self.begin_drain();
+            if let Some(drain) = &mut self.drain {
+                drain.retired = true;
+            }
+        }
+    }
+
     fn refresh_date(&mut self) {
         self.date.update(self.clock.wall());
     }
+}
+
+/// A graceful stop in progress.
+struct Drain {
+    /// `graceful_timeout` from the stop's start.
+    deadline: Timestamp,
+    /// Started by `max_requests`.
+    retired: bool,
+    /// Connections closed at the deadline with work in progress.
+    cut: usize,
 }
 
 /// Whether a new connection fits under `connection_limit`.
@@ -347,6 +548,8 @@ enum Room {
     Free,
     /// At the limit, but this connection only holds a place.
     Evict(ConnId),
+    /// At the limit; only connections taken this round could make room.
+    Later,
     Full,
 }
 

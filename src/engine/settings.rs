@@ -21,6 +21,12 @@ pub struct EngineSettings {
     pub channel_request_lookahead: usize,
     pub log_socket_errors: bool,
     pub ident: Option<String>,
+    /// The app must finish a request within this long (503 or cut after).
+    pub request_timeout: Option<Duration>,
+    /// How long a graceful stop waits for requests in progress.
+    pub graceful_timeout: Duration,
+    /// Start a graceful stop once this many requests were dispatched.
+    pub max_requests: Option<u64>,
 }
 
 impl EngineSettings {
@@ -41,6 +47,10 @@ impl EngineSettings {
             channel_request_lookahead: cfg.channel_request_lookahead,
             log_socket_errors: cfg.log_socket_errors,
             ident: cfg.ident.clone(),
+            request_timeout: cfg.request_timeout,
+            graceful_timeout: cfg.graceful_timeout,
+            // The caller adds any jitter before the engine sees the setting.
+            max_requests: (cfg.max_requests > 0).then_some(cfg.max_requests),
         }
     }
 }

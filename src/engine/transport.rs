@@ -69,6 +69,12 @@ pub trait Transport {
     fn accept(&mut self) -> io::Result<Option<Accepted>>;
     /// Stop or resume taking connections (connection_limit); pending ones wait in the backlog.
     fn set_accepting(&mut self, on: bool);
+    /// Stop taking connections for good (a graceful stop): a transport that
+    /// owns its listening sockets closes them, so new clients are refused at
+    /// once rather than left waiting in a backlog nobody reads.
+    fn stop_listening(&mut self) {
+        self.set_accepting(false);
+    }
     /// `Ok(0)` is end of stream.
     fn read(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize>;
     fn write_vectored(&mut self, conn: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize>;

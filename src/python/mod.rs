@@ -5,6 +5,7 @@ pub mod environ;
 pub mod pool;
 pub mod server;
 pub mod settings;
+pub mod watchdog;
 pub mod wsgi;
 
 #[pymodule]

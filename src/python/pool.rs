@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, Executor, Job, ReqId};
+use crate::python::watchdog::{self, Stuck};
 use crate::python::wsgi::{self, Shared};
 
 /// Per-request state shared by the I/O thread (grants, cancels) and the
@@ -28,14 +29,23 @@ pub struct ReqCtl {
     credit: Mutex<i64>,
     more: Condvar,
     cancelled: AtomicBool,
+    /// The Python thread id of the worker running the app (0 before it starts).
+    pub thread: AtomicU64,
+    /// The engine gave up on the request (`request_timeout`).
+    pub timed_out: AtomicBool,
+    /// The request target, kept for the watchdog's message (only with `request_timeout`).
+    path: Option<String>,
 }
 
 impl ReqCtl {
-    fn new(window: i64) -> Self {
+    fn new(window: i64, path: Option<String>) -> Self {
         ReqCtl {
             credit: Mutex::new(window),
             more: Condvar::new(),
             cancelled: AtomicBool::new(false),
+            thread: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+            path,
         }
     }
 
@@ -77,15 +87,38 @@ impl ReqCtl {
     }
 }
 
-struct PoolState {
+/// How long an idle worker may take to notice that the pool closed.
+const IDLE_EXIT: Duration = Duration::from_millis(500);
+
+pub struct PoolState {
     requests: Mutex<BTreeMap<ReqId, Arc<ReqCtl>>>,
     idle: AtomicUsize,
+    /// Worker threads started.
+    threads: usize,
     alive: Mutex<usize>,
     exited: Condvar,
 }
 
+impl PoolState {
+    /// The request is queued or running (not yet finished by its worker).
+    pub fn is_running(&self, req: ReqId) -> bool {
+        self.requests
+            .lock()
+            .map(|map| map.contains_key(&req))
+            .unwrap_or(false)
+    }
+
+    fn forget(&self, req: ReqId) {
+        if let Ok(mut map) = self.requests.lock() {
+            map.remove(&req);
+        }
+    }
+}
+
 pub struct PyPool {
     jobs: Option<Sender<(Job, Arc<ReqCtl>)>>,
+    /// Present when `request_timeout` is set.
+    watchdog: Option<Sender<Stuck>>,
     queue: Receiver<(Job, Arc<ReqCtl>)>,
     state: Arc<PoolState>,
     window: i64,
@@ -102,6 +135,7 @@ impl PyPool {
         let state = Arc::new(PoolState {
             requests: Mutex::new(BTreeMap::new()),
             idle: AtomicUsize::new(threads),
+            threads,
             alive: Mutex::new(threads),
             exited: Condvar::new(),
         });
@@ -113,8 +147,17 @@ impl PyPool {
                 .spawn(move || worker(queue, state, shared, events))?;
         }
         let window = i64::try_from(shared.config.outbuf_high_watermark).unwrap_or(i64::MAX);
+        let watchdog = match (&shared.config.request_timeout, &shared.timeout_error) {
+            (Some(_), Some(exception)) => {
+                let (exception, logger) =
+                    Python::attach(|py| (exception.clone_ref(py), shared.logger.clone_ref(py)));
+                Some(watchdog::start(state.clone(), exception, logger)?)
+            }
+            _ => None,
+        };
         Ok(PyPool {
             jobs: Some(jobs),
+            watchdog,
             queue,
             state,
             window,
@@ -131,9 +174,16 @@ impl PyPool {
             warn!(target: "maitre", "Canceling {} pending task(s)", pending.len());
         }
         drop(pending);
-        let alive = self.state.alive.lock().unwrap_or_else(|e| e.into_inner());
-        let (alive, _) = self
-            .state
+        let state = &self.state;
+        let in_app = || state.threads - state.idle.load(Ordering::Acquire);
+        let alive = state.alive.lock().unwrap_or_else(|e| e.into_inner());
+        // Idle workers leave as soon as the queue closes; wait for them even
+        // with no grace, so only threads inside an app count as still running.
+        let (alive, _) = state
+            .exited
+            .wait_timeout_while(alive, IDLE_EXIT, |n| *n > in_app())
+            .unwrap_or_else(|e| e.into_inner());
+        let (alive, _) = state
             .exited
             .wait_timeout_while(alive, grace, |n| *n > 0)
             .unwrap_or_else(|e| e.into_inner());
@@ -152,7 +202,11 @@ impl Drop for PyPool {
 
 impl Executor for PyPool {
     fn dispatch(&mut self, job: Job) {
-        let ctl = Arc::new(ReqCtl::new(self.window));
+        let path = self
+            .watchdog
+            .as_ref()
+            .map(|_| String::from_utf8_lossy(&job.head.target).into_owned());
+        let ctl = Arc::new(ReqCtl::new(self.window, path));
         if let Ok(mut map) = self.state.requests.lock() {
             map.insert(job.req, ctl.clone());
         }
@@ -177,12 +231,29 @@ impl Executor for PyPool {
             ctl.cancel();
         }
     }
+
+    fn timed_out(&mut self, req: ReqId) {
+        let Some(ctl) = self.lookup(req) else { return };
+        ctl.timed_out.store(true, Ordering::Release);
+        ctl.cancel();
+        if let Some(watchdog) = &self.watchdog {
+            let path = ctl.path.clone().unwrap_or_default();
+            let _ = watchdog.send(Stuck { req, ctl, path });
+        }
+    }
 }
 
 impl PyPool {
     fn lookup(&self, req: ReqId) -> Option<Arc<ReqCtl>> {
         self.state.requests.lock().ok()?.get(&req).cloned()
     }
+}
+
+/// This thread's id as Python's `threading.get_ident()` gives it.
+#[allow(clippy::useless_conversion)] // c_ulong is u32 on Windows
+fn python_thread_id() -> u64 {
+    // SAFETY: a plain C call (pthread_self); no Python state involved.
+    u64::from(unsafe { pyo3::ffi::PyThread_get_thread_ident() })
 }
 
 fn worker(
@@ -196,17 +267,21 @@ fn worker(
         let req = job.req;
         if !ctl.is_cancelled() {
             // A bug on our side must cost one request (a 500), never the thread.
+            ctl.thread.store(python_thread_id(), Ordering::Release);
             let ran = catch_unwind(AssertUnwindSafe(|| {
-                Python::attach(|py| wsgi::run(py, &shared, job, &ctl, &events))
+                Python::attach(|py| {
+                    wsgi::run(py, &shared, job, &ctl, &events);
+                    // With the GIL, so the watchdog sees a consistent state.
+                    state.forget(req);
+                    watchdog::finish_request(&ctl);
+                })
             }));
             if ran.is_err() {
                 error!(target: "maitre", "internal error while running a request (a bug): answered 500");
                 events.send(AppEvent::Failed { req, detail: None });
             }
         }
-        if let Ok(mut map) = state.requests.lock() {
-            map.remove(&req);
-        }
+        state.forget(req);
         state.idle.fetch_add(1, Ordering::AcqRel);
     }
     let mut alive = state.alive.lock().unwrap_or_else(|e| e.into_inner());

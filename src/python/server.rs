@@ -1,5 +1,5 @@
 //! `maitre._maitre.Server`: a bound server that Python runs and closes.
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ struct Prepared {
     listeners: Vec<Listener>,
     wiring: Wiring,
     shared: Arc<Shared>,
+    /// Told (one byte, `R`) when `max_requests` starts this server's retirement.
+    retire_fd: Option<i64>,
 }
 
 #[pyclass(module = "maitre._maitre", name = "Server", frozen)]
@@ -30,6 +32,8 @@ pub struct Server {
     stop: StopHandle,
     /// Workers still inside an app when `run()` returned.
     stuck: AtomicUsize,
+    /// `run()` ended because `max_requests` was reached.
+    retired: AtomicBool,
 }
 
 #[pymethods]
@@ -47,7 +51,8 @@ impl Server {
         // Adopt the fds first: from here on they are ours and are closed
         // (by dropping the listeners) if anything below fails.
         let adopted = listeners.iter().map(adopt).collect::<PyResult<Vec<_>>>()?;
-        let (config, _, _) = settings::parse(pairs)?;
+        let (mut config, _, _) = settings::parse(pairs)?;
+        config.max_requests = with_jitter(config.max_requests, config.max_requests_jitter);
         let hook = |name: &str| -> PyResult<Bound<'_, PyAny>> {
             hooks
                 .get_item(name)?
@@ -69,7 +74,11 @@ impl Server {
             file_wrapper: file_wrapper.unbind(),
             client_disconnected: hook("client_disconnected")?.unbind(),
             logger: logger.unbind(),
+            timeout_error: optional_hook(hooks, "request_timeout_error")?.map(Bound::unbind),
         });
+        let retire_fd = optional_hook(hooks, "retire_fd")?
+            .map(|fd| fd.extract::<i64>())
+            .transpose()?;
         let listeners = adopted;
         let wiring = Wiring::new()?;
         let stop = wiring.stop_handle();
@@ -78,11 +87,13 @@ impl Server {
             listeners,
             wiring,
             shared,
+            retire_fd,
         }));
         Ok(Server {
             prepared,
             stop,
             stuck: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +105,7 @@ impl Server {
             listeners,
             wiring,
             shared,
+            retire_fd,
         } = self
             .prepared
             .lock()
@@ -105,18 +117,28 @@ impl Server {
         if let Some(fd) = signal_fd {
             server.watch_signals(signal_source(fd)?)?;
         }
+        if let Some(fd) = retire_fd {
+            server.on_drain(retire_notice(fd)?);
+        }
         let mut raised: Option<PyErr> = None;
         let result = py.detach(|| {
             let result = server.run_with(&mut || {
                 Python::attach(|py| match py.check_signals() {
                     Ok(()) => false,
                     Err(e) => {
-                        raised = Some(e);
+                        // The first signal's exception is the one run() raises.
+                        raised.get_or_insert(e);
                         true
                     }
                 })
             });
-            let stuck = server.executor_mut().shutdown(STOP_GRACE);
+            let engine = server.engine();
+            let graceful = engine.is_drained() && engine.drain_cut() == 0;
+            self.retired.store(engine.is_retiring(), Ordering::Release);
+            // After a clean drain every app has answered: its thread is on
+            // its way back. After a cut or a second stop, nobody waits.
+            let grace = if graceful { STOP_GRACE } else { Duration::ZERO };
+            let stuck = server.executor_mut().shutdown(grace);
             self.stuck.store(stuck, Ordering::Release);
             result
         });
@@ -135,10 +157,62 @@ impl Server {
         self.stuck.load(Ordering::Acquire)
     }
 
-    /// Make `run()` return; safe from any thread and from signal handlers.
+    /// `run()` ended because the server served `max_requests`.
+    #[getter]
+    fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Stop gracefully (in-flight requests finish, up to `graceful_timeout`);
+    /// a second call stops at once. Safe from any thread and signal handlers.
     fn close(&self) {
         self.stop.stop();
     }
+
+    /// Stop at once, cutting requests in progress.
+    fn stop_now(&self) {
+        self.stop.stop_now();
+    }
+}
+
+fn optional_hook<'py>(
+    hooks: &Bound<'py, PyDict>,
+    name: &str,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    Ok(hooks.get_item(name)?.filter(|v| !v.is_none()))
+}
+
+/// `max_requests` plus a random share of the jitter, so that workers started
+/// together do not all retire together.
+fn with_jitter(max_requests: u64, jitter: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    if max_requests == 0 || jitter == 0 {
+        return max_requests;
+    }
+    let random = RandomState::new().hash_one(std::process::id());
+    max_requests.saturating_add(random % (jitter + 1))
+}
+
+/// Write one byte to the caller's descriptor when retirement starts (the
+/// master then starts a replacement at once).
+#[cfg(unix)]
+fn retire_notice(fd: i64) -> PyResult<crate::drivers::mio::DrainNotice> {
+    use std::io::Write;
+    use std::os::unix::io::FromRawFd;
+    let fd = i32::try_from(fd).map_err(|_| PyValueError::new_err("bad retire fd"))?;
+    Ok(Box::new(move |retiring| {
+        if retiring {
+            // SAFETY: the caller keeps the descriptor open while run() runs;
+            // ManuallyDrop leaves it open afterwards too.
+            let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+            let _ = file.write_all(b"R");
+        }
+    }))
+}
+
+#[cfg(windows)]
+fn retire_notice(_fd: i64) -> PyResult<crate::drivers::mio::DrainNotice> {
+    Err(PyValueError::new_err("retire_fd needs a Unix platform"))
 }
 
 #[cfg(unix)]

@@ -27,6 +27,8 @@ pub struct Shared {
     /// Raised by `write()` once the client has gone.
     pub client_disconnected: Py<PyAny>,
     pub logger: Py<PyAny>,
+    /// Raised in a worker thread whose request outlived `request_timeout`.
+    pub timeout_error: Option<Py<PyAny>>,
 }
 
 /// Run the app for one job and report everything it does.

@@ -71,6 +71,15 @@ SETTINGS = {
     "unix_socket_perms": ({"unix_socket": "UNIX"}, "640", 0o640, 0o640),
     "channel_request_lookahead": (BASE, "2", 2, 2),
     "server_name": (BASE, "srv.example", "srv.example", "srv.example"),
+    # maitre's own settings (operations).
+    "graceful_timeout": (BASE, "4", 4, 4),
+    "request_timeout": (BASE, "6", 6, 6),
+    "workers": (BASE, "1", 1, 1),
+    "max_requests": (BASE, "0", 0, 0),
+    "max_requests_jitter": (BASE, "5", 5, 5),
+    "access_log": (BASE, "-", "-", "-"),
+    "access_log_format": (BASE, "json", "json", "json"),
+    "metrics_listen": (BASE, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"),
 }
 
 BOOLS = {row[0] for row in _maitre.settings_table() if row[1] == "bool"}

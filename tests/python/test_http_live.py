@@ -308,9 +308,10 @@ def test_header_timeout_counts_from_the_start_of_a_trickle(live):
         assert time.monotonic() - started < 3
 
 
-def test_close_with_requests_in_flight(live, caplog):
-    """close() while one request runs and one waits in the queue: the queued
-    one is cancelled (and its client closed), run() returns."""
+def test_close_with_requests_in_flight_finishes_them(live, caplog):
+    """close() while one request runs and one waits in the queue for a
+    thread: a graceful stop answers both (with Connection: close), closes
+    an idle keep-alive connection at once, then run() returns."""
 
     release = threading.Event()
     entered = threading.Event()
@@ -318,11 +319,11 @@ def test_close_with_requests_in_flight(live, caplog):
     def app(environ, start_response):
         entered.set()
         release.wait(GUARD)
-        start_response("200 OK", [("Content-Length", "0")])
-        return []
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
 
     running = live(app, threads=1)
-    busy, queued = running.connect(), running.connect()
+    busy, queued, idle = running.connect(), running.connect(), running.connect()
     try:
         with caplog.at_level(logging.WARNING, logger="maitre"):
             busy.send(build_request())
@@ -330,14 +331,20 @@ def test_close_with_requests_in_flight(live, caplog):
             queued.send(build_request())
             assert wait_for(lambda: "Task queue depth is 1" in caplog.messages)
             running.server.close()
-            # The queue is emptied first; then the running thread is waited for.
-            assert wait_for(lambda: "Canceling 1 pending task(s)" in caplog.messages)
+            assert idle.closed_by_server(), "idle keep-alive connection closed at once"
+            assert not running.returned.is_set()
             release.set()
+            for client in (busy, queued):
+                response = client.read_response()
+                assert (response.status, response.body) == (200, b"ok")
+                assert response.header("Connection") == "close"
+                assert client.closed_by_server()
             assert running.returned.wait(GUARD), "run() did not return"
         queue_records = [r for r in caplog.records if r.getMessage() == "Task queue depth is 1"]
         assert queue_records[0].name == "maitre.queue"
-        assert queued.closed_by_server()
+        assert "Canceling 1 pending task(s)" not in caplog.messages
     finally:
         release.set()
         busy.close()
         queued.close()
+        idle.close()

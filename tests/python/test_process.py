@@ -117,8 +117,10 @@ def test_missing_app_module(processes):
 # -- shutdown with an application that outlives the 5 s grace ------------------------
 
 
-def test_stop_with_a_stuck_app_exits_zero_after_the_grace(processes):
-    proc = start(processes, "--listen=127.0.0.1:0", "apps.hung:app_stays_stuck")
+def test_stop_with_a_stuck_app_exits_zero_after_graceful_timeout(processes):
+    proc = start(
+        processes, "--listen=127.0.0.1:0", "--graceful-timeout=2", "apps.hung:app_stays_stuck"
+    )
     _, port = proc.wait_serving()
     with connect(port) as client:
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -126,12 +128,16 @@ def test_stop_with_a_stuck_app_exits_zero_after_the_grace(processes):
         started = time.monotonic()
         assert proc.stop(signal.SIGINT) == 0
         elapsed = time.monotonic() - started
-    assert 4.5 < elapsed < 9, elapsed  # Waitress's 5 s wait for the threads
-    assert "WARNING:maitre:1 thread(s) still running" in proc.rest()
+    assert 1.8 < elapsed < 6, elapsed  # graceful_timeout, then no further wait
+    rest = proc.rest()
+    assert "WARNING:maitre:graceful_timeout reached: closing 1 connections still in progress" in rest
+    assert "WARNING:maitre:1 thread(s) still running" in rest
 
 
 def test_stop_with_an_app_finishing_during_interpreter_exit_exits_zero(processes):
-    proc = start(processes, "--listen=127.0.0.1:0", "apps.hung:app_wakes_at_exit")
+    proc = start(
+        processes, "--listen=127.0.0.1:0", "--graceful-timeout=1", "apps.hung:app_wakes_at_exit"
+    )
     _, port = proc.wait_serving()
     with connect(port) as client:
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from conftest import needs_unix
-from maitre.errors import ClientDisconnected
+from maitre.errors import ClientDisconnected, RequestTimeout
 from maitre.filewrapper import FileWrapper
 from maitre.server import create_server
 
@@ -53,6 +53,7 @@ def test_hooks(fake_native, clean_signals):
         "file_wrapper": FileWrapper,
         "client_disconnected": ClientDisconnected,
         "errors": sys.stderr,
+        "request_timeout_error": RequestTimeout,
     }
 
 

@@ -1,0 +1,114 @@
+//! `request_timeout`'s other half: once the engine has answered a request
+//! that ran too long, say where its worker thread is stuck (the Python stack)
+//! and raise an exception inside it so the thread can come back.
+//!
+//! The I/O thread never takes the GIL, so it hands the request to this
+//! thread, which exists only when `request_timeout` is set.
+#![allow(clippy::disallowed_methods)] // a thread of its own
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::warn;
+use pyo3::prelude::*;
+
+use crate::engine::ReqId;
+use crate::python::pool::{PoolState, ReqCtl};
+
+/// A request the engine gave up on.
+pub struct Stuck {
+    pub req: ReqId,
+    pub ctl: Arc<ReqCtl>,
+    pub path: String,
+}
+
+/// Start the watchdog; it ends when every sender is dropped.
+pub fn start(
+    state: Arc<PoolState>,
+    exception: Py<PyAny>,
+    logger: Py<PyAny>,
+) -> std::io::Result<Sender<Stuck>> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    thread::Builder::new()
+        .name("maitre-watchdog".to_string())
+        .spawn(move || watch(rx, state, exception, logger))?;
+    Ok(tx)
+}
+
+fn watch(rx: Receiver<Stuck>, state: Arc<PoolState>, exception: Py<PyAny>, logger: Py<PyAny>) {
+    while let Ok(stuck) = rx.recv() {
+        Python::attach(|py| {
+            if let Err(e) = interrupt(py, &state, &stuck, exception.bind(py), logger.bind(py)) {
+                warn!(target: "maitre", "request_timeout: could not interrupt the worker: {e}");
+            }
+        });
+    }
+}
+
+/// Log the stuck thread's stack and raise `exception` in it. Runs with the
+/// GIL, as does the worker's end-of-request bookkeeping ([`finish_request`]),
+/// so the request cannot end between the check and the raise.
+fn interrupt(
+    py: Python<'_>,
+    state: &PoolState,
+    stuck: &Stuck,
+    exception: &Bound<'_, PyAny>,
+    logger: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let thread = stuck.ctl.thread.load(Ordering::Acquire);
+    if thread == 0 || !state.is_running(stuck.req) {
+        return Ok(()); // finished (or never started) in the meantime
+    }
+    let stack = python_stack(py, thread)?;
+    logger.call_method1(
+        "error",
+        (format!(
+            "request_timeout: {} is still running in the application; \
+             raising {} in its thread. Its stack:\n{stack}",
+            stuck.path,
+            exception.getattr("__name__")?
+        ),),
+    )?;
+    // SAFETY: called with the GIL held; `exception` is a live exception class.
+    unsafe {
+        pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, exception.as_ptr());
+    }
+    Ok(())
+}
+
+/// `traceback.format_stack` of another thread's current frame.
+fn python_stack(py: Python<'_>, thread: u64) -> PyResult<String> {
+    let frames = py.import("sys")?.call_method0("_current_frames")?;
+    let Some(frame) = frames
+        .call_method1("get", (thread,))?
+        .into_pyobject(py)
+        .ok()
+    else {
+        return Ok(String::new());
+    };
+    if frame.is_none() {
+        return Ok("  (no Python frame)".to_string());
+    }
+    let lines = py
+        .import("traceback")?
+        .call_method1("format_stack", (frame,))?;
+    Ok(lines
+        .try_iter()?
+        .filter_map(|l| l.ok()?.extract::<String>().ok())
+        .collect())
+}
+
+/// At the end of a request, with the GIL: if the watchdog raised (or is about
+/// to raise) in this thread, clear the exception so it cannot hit the next
+/// request. The caller has already removed the request from the pool's table.
+pub fn finish_request(ctl: &ReqCtl) {
+    if ctl.timed_out.load(Ordering::Acquire) {
+        let me = ctl.thread.load(Ordering::Acquire);
+        // SAFETY: the caller holds the GIL; a null exception clears a pending one.
+        unsafe {
+            pyo3::ffi::PyThreadState_SetAsyncExc(me as _, std::ptr::null_mut());
+        }
+    }
+}
