@@ -156,8 +156,9 @@ def run(argv=sys.argv, _serve=serve):
         app = app()
 
     del kw["call"], kw["help"]
+    stuck_before = _server.stuck_workers
     _serve(app, **kw)
-    if _server.stuck_workers:
+    if _server.stuck_workers > stuck_before:
         _exit_now(0)
     return 0
 

@@ -273,7 +273,7 @@ fn worker(
                     wsgi::run(py, &shared, job, &ctl, &events);
                     // With the GIL, so the watchdog sees a consistent state.
                     state.forget(req);
-                    watchdog::finish_request(&ctl);
+                    watchdog::finish_request(py, &ctl);
                 })
             }));
             if ran.is_err() {

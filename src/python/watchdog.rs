@@ -100,15 +100,17 @@ fn python_stack(py: Python<'_>, thread: u64) -> PyResult<String> {
         .collect())
 }
 
-/// At the end of a request, with the GIL: if the watchdog raised (or is about
-/// to raise) in this thread, clear the exception so it cannot hit the next
-/// request. The caller has already removed the request from the pool's table.
-pub fn finish_request(ctl: &ReqCtl) {
+/// At the end of a request, with the GIL: if the watchdog raised in this
+/// thread and the app never ran into it (it sat in C code until it
+/// returned), deliver it now, here, and drop it, so it can neither hit the
+/// next request nor stay pending. (CPython 3.11 flags a pending async
+/// exception interpreter-wide until its own thread consumes it; clearing it
+/// with a null exception would leave that flag set for good and slow every
+/// thread down.) The caller has already removed the request from the pool's
+/// table, so the watchdog raises nothing more for it.
+pub fn finish_request(py: Python<'_>, ctl: &ReqCtl) {
     if ctl.timed_out.load(Ordering::Acquire) {
-        let me = ctl.thread.load(Ordering::Acquire);
-        // SAFETY: the caller holds the GIL; a null exception clears a pending one.
-        unsafe {
-            pyo3::ffi::PyThreadState_SetAsyncExc(me as _, std::ptr::null_mut());
-        }
+        // Any bytecode checks for pending exceptions on entry.
+        let _ = py.eval(c"None", None, None);
     }
 }

@@ -92,3 +92,15 @@ def fake_native(monkeypatch):
                 socket.socket(fileno=fd).close()
             except OSError:
                 pass
+
+
+@pytest.fixture(autouse=True)
+def no_stuck_workers():
+    """No test may leave an app thread running past its server's stop: the
+    count is process-wide, and maitre-serve's runner ends the process when
+    its own server leaves one."""
+    from maitre import server
+
+    before = server.stuck_workers
+    yield
+    assert server.stuck_workers == before, "a server stopped with app threads still running"
