@@ -87,6 +87,10 @@ _WORKER_IGNORED = ("SIGHUP", "SIGTTIN", "SIGTTOU")
 # ``retire_fd`` hook).
 _retire_fd = None
 
+#: The Master running in this process, if any (its ``counters`` are for
+#: metrics).
+running = None
+
 
 class WorkerBootError(RuntimeError):
     """A worker could not load the application; the master stopped."""
@@ -194,7 +198,9 @@ class Master:
     # -- the loop ---------------------------------------------------------
 
     def run(self):
+        global running
         self._install_signals()
+        running = self
         try:
             logger.info(
                 "Master process with pid %d starting %d worker(s)", os.getpid(), self.target
@@ -205,6 +211,7 @@ class Master:
                 self._ask_to_drain(worker)
             self._restore_signals()
             self.server.close()  # the master's copies of the listeners
+            running = None
         if self.failure is not None:
             raise WorkerBootError(self.failure)
         logger.info("Master process with pid %d stopped", os.getpid())
@@ -481,6 +488,7 @@ class Master:
     def _become_worker(self, status_fd, control_fd):
         """In the child: shed the master's state, serve, and exit; never
         returns into the master's code."""
+        global running
         status = 1
         try:
             signal.set_wakeup_fd(-1)
@@ -495,6 +503,7 @@ class Master:
                     if fd is not None:
                         os.close(fd)
             self.workers = []
+            running = None
             status = _WorkerProcess(self.server, status_fd, control_fd).run()
         except BaseException:
             logger.exception("Worker with pid %d failed", os.getpid())
