@@ -6,6 +6,7 @@
 
 import logging
 
+from . import master
 from .server import create_server
 
 __all__ = ["create_server", "serve", "serve_paste", "__version__"]
@@ -24,16 +25,23 @@ def serve(app, **kw):
     Settings are keyword arguments (see ``maitre-serve --help``). Unless
     ``_quiet``, logging gets a basic configuration (if it has none) and each
     listening address is logged at INFO on the ``maitre`` logger.
+
+    With ``workers`` above 1 or ``max_requests`` above 0 this process becomes
+    a master that forks the workers (see ``maitre.master``; not on Windows);
+    ``app`` may then be a ``master.AppLoader``, loaded in each worker.
     """
     _server = kw.pop("_server", create_server)  # test shim
     _quiet = kw.pop("_quiet", False)  # test shim
     _profile = kw.pop("_profile", False)  # test shim
+    forked = master.wanted(kw)  # errors before anything binds
     if not _quiet:
         logging.basicConfig()  # does nothing if logging is configured
     server = _server(app, **kw)
     if not _quiet:
         server.print_listen("Serving on http://{}:{}")
-    if _profile:
+    if forked:
+        master.Master(server).run()
+    elif _profile:
         _run_profiled(server)
     else:
         server.run()

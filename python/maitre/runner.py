@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 from . import _maitre, serve
+from . import master as _master
 from . import server as _server
 from .adjustments import Adjustments
 
@@ -55,10 +56,19 @@ Standard options:
 Settings (any unique prefix of an option works; booleans take no value):
 """
 
-_NOTES = {"listen": "May be given several times: the addresses add up."}
+_NOTES = {
+    "listen": "May be given several times: the addresses add up.",
+    "workers": (
+        "The master also takes SIGHUP (start new workers, then stop the old "
+        "ones: a reload), SIGTTIN and SIGTTOU (one worker more or fewer)."
+    ),
+    "max_requests": "Above 0 a master process runs even for one worker, to start its replacement.",
+}
 
 _TAIL = """\
-Values are checked when the server starts.
+Values are checked when the server starts. Sockets passed by a service
+manager (systemd socket activation: LISTEN_PID and LISTEN_FDS) replace
+--listen, --host, --port and --unix-socket.
 """
 
 
@@ -146,21 +156,49 @@ def run(argv=sys.argv, _serve=serve):
         logger.setLevel(logging.INFO)
 
     sys.path.append(os.getcwd())
+    call = kw.pop("call")
+    del kw["help"]
+    if _master.wanted(kw):
+        return _serve_forked(app_name, call, kw, _serve)
     try:
         app = pkgutil.resolve_name(app_name)
     except (ValueError, ImportError, AttributeError) as exc:
         show_help(sys.stderr, name, str(exc))
         show_exception(sys.stderr)
         return 1
-    if kw["call"]:
+    if call:
         app = app()
 
-    del kw["call"], kw["help"]
     stuck_before = _server.stuck_workers
     _serve(app, **kw)
     if _server.stuck_workers > stuck_before:
         _exit_now(0)
     return 0
+
+
+def _serve_forked(app_name, call, kw, _serve):
+    """Serve with a master process: the application is imported by each
+    worker after fork (never by the master), so a reload loads new code."""
+    loader = _master.AppLoader(lambda: _load_in_worker(app_name, call), app_name)
+    try:
+        _serve(loader, **kw)
+    except _master.WorkerBootError as exc:
+        print(f"Error: {exc}: the application could not be loaded (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_in_worker(app_name, call):
+    """Import the application in a worker; on the errors a single process
+    reports with its help text, say why (briefly: every worker says it) and
+    exit with the master's boot-error status."""
+    try:
+        app = pkgutil.resolve_name(app_name)
+    except (ValueError, ImportError, AttributeError) as exc:
+        print(f"Error: {exc}\n", file=sys.stderr)
+        show_exception(sys.stderr)
+        raise SystemExit(_master.BOOT_ERROR) from exc
+    return app() if call else app
 
 
 def _exit_now(status):

@@ -15,6 +15,7 @@ import stat
 import sys
 import threading
 
+from . import activation, master  # socket activation; forked workers
 from .adjustments import Adjustments
 from .errors import ClientDisconnected, RequestTimeout
 from .filewrapper import FileWrapper
@@ -56,7 +57,12 @@ def create_server(
     server object, or a ``MultiSocketServer`` when there are several."""
     if application is None:
         raise ValueError(NONE_APP)
+    # --- socket activation (maitre.activation): passed sockets win ---
+    kw, activated = activation.take(kw)
     adj = Adjustments(**kw)
+    if activated:
+        adj.sockets = activated
+    # --- end socket activation ---
     if map is None:
         map = {}
     common = dict(dispatcher=_dispatcher, adj=adj)
@@ -334,12 +340,16 @@ def _detach_listeners(servers):
 
 
 def _hooks():
-    return {
+    hooks = {
         "file_wrapper": FileWrapper,
         "client_disconnected": ClientDisconnected,
         "errors": sys.stderr,
         "request_timeout_error": RequestTimeout,
     }
+    # --- workers (maitre.master): a forked worker's retire pipe ---
+    hooks.update(master.worker_hooks())
+    # --- end workers ---
+    return hooks
 
 
 def _native_server_class():
