@@ -18,6 +18,7 @@ import threading
 from .adjustments import Adjustments
 from .errors import ClientDisconnected, RequestTimeout
 from .filewrapper import FileWrapper
+from .observe import Observer
 
 __all__ = [
     "BaseWSGIServer",
@@ -120,15 +121,17 @@ class _Serving:
         with self._lock:
             if self._closed or self._native is not None:
                 return
+            observer = Observer(self.adj)  # access log, metrics (observe.py)
             server_class = _native_server_class()
             listeners = self._listeners()
             # The native server owns the descriptors from here on, even if
             # its constructor fails: this object has nothing left to close.
             self._closed = True
             self._native = server_class(
-                self.application, list(self.adj._pairs), listeners, _hooks()
+                self.application, list(self.adj._pairs), listeners, _hooks(observer.metrics)
             )
-        _run_native(self._native)
+        with observer:
+            _run_native(self._native)
 
     def close(self):
         with self._lock:
@@ -333,13 +336,16 @@ def _detach_listeners(servers):
     return listeners
 
 
-def _hooks():
-    return {
+def _hooks(metrics=None):
+    hooks = {
         "file_wrapper": FileWrapper,
         "client_disconnected": ClientDisconnected,
         "errors": sys.stderr,
         "request_timeout_error": RequestTimeout,
     }
+    if metrics is not None:
+        hooks["metrics"] = metrics  # the slot to count into (observe.py)
+    return hooks
 
 
 def _native_server_class():
