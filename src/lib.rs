@@ -3,4 +3,5 @@ pub mod config;
 pub mod drivers;
 pub mod engine;
 pub mod http;
+pub mod metrics;
 pub mod python;

@@ -19,6 +19,7 @@ from . import activation, master  # socket activation; forked workers
 from .adjustments import Adjustments
 from .errors import ClientDisconnected, RequestTimeout
 from .filewrapper import FileWrapper
+from .observe import Observer
 
 __all__ = [
     "BaseWSGIServer",
@@ -126,15 +127,17 @@ class _Serving:
         with self._lock:
             if self._closed or self._native is not None:
                 return
+            observer = Observer(self.adj)  # access log, metrics (observe.py)
             server_class = _native_server_class()
             listeners = self._listeners()
             # The native server owns the descriptors from here on, even if
             # its constructor fails: this object has nothing left to close.
             self._closed = True
             self._native = server_class(
-                self.application, list(self.adj._pairs), listeners, _hooks()
+                self.application, list(self.adj._pairs), listeners, _hooks(observer.metrics)
             )
-        _run_native(self._native)
+        with observer:
+            _run_native(self._native)
 
     def close(self):
         with self._lock:
@@ -339,7 +342,7 @@ def _detach_listeners(servers):
     return listeners
 
 
-def _hooks():
+def _hooks(metrics=None):
     hooks = {
         "file_wrapper": FileWrapper,
         "client_disconnected": ClientDisconnected,
@@ -349,6 +352,8 @@ def _hooks():
     # --- workers (maitre.master): a forked worker's retire pipe ---
     hooks.update(master.worker_hooks())
     # --- end workers ---
+    if metrics is not None:
+        hooks["metrics"] = metrics  # the slot to count into (observe.py)
     return hooks
 
 

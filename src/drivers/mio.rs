@@ -25,6 +25,7 @@ use crate::engine::{
     Accepted, AppEvent, Clock, Close, ConnId, Engine, Executor, ListenerId, Peer, Timestamp,
     Transport, Want,
 };
+use crate::metrics::Meter;
 
 const WAKER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -156,6 +157,8 @@ pub struct MioTransport {
     conns: Slab<Conn>,
     /// Reused for file segments: read from the file, written to the socket.
     file_buf: Vec<u8>,
+    /// Connections and bytes (off unless `set_metrics`).
+    meter: Meter,
 }
 
 impl MioTransport {
@@ -166,6 +169,7 @@ impl MioTransport {
             listening: false,
             conns: Slab::new(),
             file_buf: Vec::new(),
+            meter: Meter::default(),
         };
         t.listen(true)?;
         Ok(t)
@@ -238,6 +242,7 @@ impl Transport for MioTransport {
                 stream,
                 registered: Some(Interest::READABLE),
             });
+            self.meter.opened();
             return Ok(Some(Accepted {
                 conn: ConnId(id),
                 peer,
@@ -261,19 +266,23 @@ impl Transport for MioTransport {
     }
 
     fn read(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-        self.with_stream(conn, |s| match s {
+        let n = self.with_stream(conn, |s| match s {
             Stream::Tcp(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
-        })
+        })?;
+        self.meter.received(n);
+        Ok(n)
     }
 
     fn write_vectored(&mut self, conn: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.with_stream(conn, |s| match s {
+        let n = self.with_stream(conn, |s| match s {
             Stream::Tcp(s) => s.write_vectored(bufs),
             #[cfg(unix)]
             Stream::Unix(s) => s.write_vectored(bufs),
-        })
+        })?;
+        self.meter.sent(n);
+        Ok(n)
     }
 
     fn send_file(
@@ -327,6 +336,7 @@ impl Transport for MioTransport {
             return;
         }
         let mut c = self.conns.remove(conn.0);
+        self.meter.closed();
         if c.registered.is_some() {
             let _ = self.registry.deregister(c.stream.source());
         }
@@ -506,6 +516,11 @@ impl<E: Executor> MioServer<E> {
 
     pub fn executor_mut(&mut self) -> &mut E {
         self.engine.executor_mut()
+    }
+
+    /// Count connections and bytes into `meter` (metrics; off by default).
+    pub fn set_metrics(&mut self, meter: Meter) {
+        self.engine.transport_mut().meter = meter;
     }
 
     /// Watch the read end of a signal wakeup pipe (Python's

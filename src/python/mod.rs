@@ -1,6 +1,7 @@
 //! The Python boundary: the `maitre._maitre` extension module.
 use pyo3::prelude::*;
 
+pub mod access_log;
 pub mod environ;
 pub mod pool;
 pub mod server;
@@ -17,6 +18,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(settings::parse_settings, m)?)?;
     m.add_function(wrap_pyfunction!(settings::check_combinations, m)?)?;
     m.add_function(wrap_pyfunction!(settings::settings_table, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::metrics::metrics_layout, m)?)?;
     m.add_class::<server::Server>()?;
     Ok(())
 }

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, Executor, Job, ReqId};
+use crate::metrics::Meter;
 use crate::python::watchdog::{self, Stuck};
 use crate::python::wsgi::{self, Shared};
 
@@ -122,6 +123,7 @@ pub struct PyPool {
     queue: Receiver<(Job, Arc<ReqCtl>)>,
     state: Arc<PoolState>,
     window: i64,
+    meter: Meter,
 }
 
 impl PyPool {
@@ -155,12 +157,14 @@ impl PyPool {
             }
             _ => None,
         };
+        let meter = shared.meter.clone();
         Ok(PyPool {
             jobs: Some(jobs),
             watchdog,
             queue,
             state,
             window,
+            meter,
         })
     }
 
@@ -173,6 +177,7 @@ impl PyPool {
         if !pending.is_empty() {
             warn!(target: "maitre", "Canceling {} pending task(s)", pending.len());
         }
+        self.meter.unqueued(pending.len());
         drop(pending);
         let state = &self.state;
         let in_app = || state.threads - state.idle.load(Ordering::Acquire);
@@ -212,6 +217,7 @@ impl Executor for PyPool {
         }
         let Some(jobs) = &self.jobs else { return };
         let idle = self.state.idle.load(Ordering::Acquire);
+        self.meter.queued(); // before the send, so a worker never takes it first
         if jobs.send((job, ctl)).is_ok() {
             let depth = jobs.len();
             if depth > idle {
@@ -264,6 +270,7 @@ fn worker(
 ) {
     while let Ok((job, ctl)) = queue.recv() {
         state.idle.fetch_sub(1, Ordering::AcqRel);
+        shared.meter.taken();
         let req = job.req;
         if !ctl.is_cancelled() {
             // A bug on our side must cost one request (a 500), never the thread.
@@ -282,6 +289,7 @@ fn worker(
             }
         }
         state.forget(req);
+        shared.meter.done();
         state.idle.fetch_add(1, Ordering::AcqRel);
     }
     let mut alive = state.alive.lock().unwrap_or_else(|e| e.into_inner());

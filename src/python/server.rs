@@ -75,6 +75,8 @@ impl Server {
             client_disconnected: hook("client_disconnected")?.unbind(),
             logger: logger.unbind(),
             timeout_error: optional_hook(hooks, "request_timeout_error")?.map(Bound::unbind),
+            access_log: crate::python::access_log::AccessLog::from_config(py, &config)?,
+            meter: crate::metrics::Meter::from_hook(hooks.get_item("metrics")?)?,
         });
         let retire_fd = optional_hook(hooks, "retire_fd")?
             .map(|fd| fd.extract::<i64>())
@@ -112,8 +114,10 @@ impl Server {
             .map_err(|_| PyRuntimeError::new_err("server state poisoned"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("the server has already run"))?;
+        let meter = shared.meter.clone(); // metrics: connections and bytes
         let pool = PyPool::start(config.threads, shared, wiring.sender.clone())?;
         let mut server = MioServer::new(&config, listeners, wiring, pool)?;
+        server.set_metrics(meter);
         if let Some(fd) = signal_fd {
             server.watch_signals(signal_source(fd)?)?;
         }

@@ -14,6 +14,8 @@ use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, AppHead, Job, ReqId};
 use crate::http::proxy;
 use crate::http::response::{validate_header, validate_status};
+use crate::metrics::Meter;
+use crate::python::access_log::{AccessLog, End, Observation, Summary};
 use crate::python::environ::{Environ, Template};
 use crate::python::pool::ReqCtl;
 
@@ -29,12 +31,18 @@ pub struct Shared {
     pub logger: Py<PyAny>,
     /// Raised in a worker thread whose request outlived `request_timeout`.
     pub timeout_error: Option<Py<PyAny>>,
+    /// Set when `access_log` is: one line per request on `maitre.access`.
+    pub access_log: Option<AccessLog>,
+    /// Request counters (off unless `metrics_listen` gave a slot).
+    pub meter: Meter,
 }
 
 /// Run the app for one job and report everything it does.
 pub fn run(py: Python<'_>, shared: &Shared, job: Job, ctl: &Arc<ReqCtl>, events: &EventSender) {
     let req = job.req;
     let path = String::from_utf8_lossy(&job.head.target).into_owned();
+    let head = job.head.method == "HEAD";
+    let mut seen = Observation::begin(shared, &job); // access log, metrics
     let state = Arc::new(Mutex::new(RespState::default()));
     let out = Output {
         req,
@@ -43,14 +51,17 @@ pub fn run(py: Python<'_>, shared: &Shared, job: Job, ctl: &Arc<ReqCtl>, events:
         state: state.clone(),
         disconnected_exc: Arc::new(shared.client_disconnected.clone_ref(py)),
     };
-    let result = call_app(py, shared, job, ctl, &out);
-    match result {
+    let result = call_app(py, shared, job, ctl, &out, &mut seen);
+    let end = match result {
         Ok(()) => {
             out.finish(None);
             out.events.send(AppEvent::Done { req });
+            End::Completed
         }
         Err(err) => report_failure(py, shared, &out, &path, err),
-    }
+    };
+    let summary = out.lock().summary(end);
+    seen.finish(py, shared, head, summary);
 }
 
 fn call_app(
@@ -59,11 +70,13 @@ fn call_app(
     job: Job,
     ctl: &Arc<ReqCtl>,
     out: &Output,
+    seen: &mut Observation,
 ) -> PyResult<()> {
     let environ = match shared.template.environ(py, job, ctl)? {
         Environ::Ready(env) => env,
         Environ::Malformed(body) => return refuse_proxy_headers(py, out, body),
     };
+    seen.environ(&environ);
     let start = StartResponse { out: out.clone() };
     let result = shared.app.bind(py).call1((environ, start))?;
     let outcome = send_result(py, shared, &result, out);
@@ -229,6 +242,7 @@ fn send_file(py: Python<'_>, wrapper: &Bound<'_, PyAny>, out: &Output) -> PyResu
         return Err(out.disconnected(py));
     }
     out.finish(Some(len));
+    out.lock().sent += len;
     out.events.send(AppEvent::File {
         req: out.req,
         file,
@@ -276,10 +290,10 @@ fn dup_file(_fd: i64) -> Option<std::fs::File> {
 
 /// The app failed: log it as Waitress does, and tell the engine (a 500 if the
 /// head has not gone out, else the connection is cut).
-fn report_failure(py: Python<'_>, shared: &Shared, out: &Output, path: &str, err: PyErr) {
+fn report_failure(py: Python<'_>, shared: &Shared, out: &Output, path: &str, err: PyErr) -> End {
     if err.is_instance(py, shared.client_disconnected.bind(py)) || out.ctl.is_cancelled() {
         info!(target: "maitre", "Client disconnected while serving {path}");
-        return;
+        return End::Disconnected;
     }
     let logger = shared.logger.bind(py);
     let msg = format!("Exception while serving {path}");
@@ -299,10 +313,12 @@ fn report_failure(py: Python<'_>, shared: &Shared, out: &Output, path: &str, err
         .config
         .expose_tracebacks
         .then(|| format_traceback(py, &err));
+    let end = End::Failed(detail.clone());
     out.events.send(AppEvent::Failed {
         req: out.req,
         detail,
     });
+    end
 }
 
 fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
@@ -325,6 +341,23 @@ struct RespState {
     head_sent: bool,
     /// Content-Length the app declared, if any (for file-wrapper trimming).
     app_length: Option<u64>,
+    /// Body bytes handed to the I/O thread (access log, metrics).
+    sent: u64,
+}
+
+impl RespState {
+    fn summary(&self, end: End) -> Summary {
+        Summary {
+            status: self
+                .status
+                .as_deref()
+                .and_then(|s| s.get(..3)?.parse().ok()),
+            head_sent: self.head_sent,
+            sent: self.sent,
+            app_length: self.app_length,
+            end,
+        }
+    }
 }
 
 /// The sending side of one response, shared by start_response and write.
@@ -378,10 +411,14 @@ impl Output {
 
     /// Send body bytes, waiting for output credit first.
     fn write_chunk(&self, py: Python<'_>, data: &[u8], known_length: Option<u64>) -> PyResult<()> {
-        if self.lock().status.is_none() {
-            return Err(PyRuntimeError::new_err(
-                "start_response was not called before body written",
-            ));
+        {
+            let mut st = self.lock();
+            if st.status.is_none() {
+                return Err(PyRuntimeError::new_err(
+                    "start_response was not called before body written",
+                ));
+            }
+            st.sent += data.len() as u64;
         }
         if !self.ctl.take_credit(py, data.len()) {
             return Err(self.disconnected(py));
