@@ -2806,12 +2806,33 @@ fn drain_lets_a_body_that_is_arriving_finish_and_answers_it() {
 }
 
 #[test]
-fn a_trickling_head_is_closed_by_a_drain() {
-    let mut h = H::new();
-    let c = h.connect_with(Script::new().data("GET /x HT"));
+fn a_drain_waits_for_a_request_on_its_way_and_cuts_a_silent_one_at_graceful_timeout() {
+    let mut h = H::with(|c| {
+        c.graceful_timeout = secs(10);
+        c.cleanup_interval = secs(100);
+        c.header_timeout = secs(100);
+    });
+    let trickling = h.connect_with(Script::new().data("GET /x HT"));
+    let silent = h.connect(); // a new connection whose request is still in flight
     let mark = h.mark();
     h.engine.begin_drain();
-    assert_eq!(h.closes(mark), vec![Ev::Close(c, Close::Fin)]);
+    assert_eq!(
+        h.closes(mark),
+        vec![],
+        "closing now would reset requests already sent"
+    );
+    h.send(trickling, "TP/1.1\r\nHost: x\r\n\r\n");
+    h.app_ok(h.req(0), "x");
+    assert_eq!(h.out(trickling), ok11_close("x"));
+    assert!(!h.is_open(trickling));
+    h.timer_at(10.0);
+    assert_eq!(
+        h.closes(mark),
+        vec![
+            Ev::Close(trickling, Close::Fin),
+            Ev::Close(silent, Close::Fin)
+        ]
+    );
     assert!(h.engine.is_drained());
 }
 

@@ -32,11 +32,12 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
 
-from . import _maitre
+from . import _maitre, metrics
 
 __all__ = [
     "AppLoader",
@@ -166,6 +167,7 @@ class _Worker:
         self.stopping = False  # the master asked it to drain
         self.kill_at = None  # when a draining worker gets SIGKILL
         self.killed = False
+        self.slot = None  # its metrics slot (metrics_listen)
 
     @property
     def draining(self):
@@ -191,6 +193,11 @@ class Master:
         #: deaths, reloads.
         self.counters = {"retired": 0, "died": 0, "reloads": 0}
         self._signals = collections.deque()
+        # metrics_listen: the workers count into shared memory; the master
+        # serves the sums from its own loop (it starts no thread).
+        self._metrics = None
+        if adj.metrics_listen:
+            self._metrics = _MasterMetrics(adj.metrics_listen)
         self._wakeup = None
         self._old_handlers = {}
         self._old_wakeup = -1
@@ -211,6 +218,8 @@ class Master:
                 self._ask_to_drain(worker)
             self._restore_signals()
             self.server.close()  # the master's copies of the listeners
+            if self._metrics is not None:
+                self._metrics.close()
             running = None
         if self.failure is not None:
             raise WorkerBootError(self.failure)
@@ -231,6 +240,8 @@ class Master:
     def _wait(self, timeout):
         poller = select.poll()
         poller.register(self._wakeup[0], select.POLLIN)
+        if self._metrics is not None:
+            poller.register(self._metrics.sock.fileno(), select.POLLIN)
         for worker in self.workers:
             if worker.status_fd is not None:
                 poller.register(worker.status_fd, select.POLLIN)
@@ -238,6 +249,8 @@ class Master:
         ready = {fd for fd, _ in poller.poll(ms)}
         if self._wakeup[0] in ready:
             _drain_fd(self._wakeup[0])
+        if self._metrics is not None and self._metrics.sock.fileno() in ready:
+            self._metrics.answer()
         for worker in self.workers:
             if worker.status_fd in ready:
                 self._read_status(worker)
@@ -415,6 +428,9 @@ class Master:
 
     def _forget(self, worker):
         self.workers.remove(worker)
+        if self._metrics is not None and worker.slot is not None:
+            self._metrics.release(worker.slot)
+            worker.slot = None
         for fd in (worker.status_fd, worker.control_fd):
             if fd is not None:
                 os.close(fd)
@@ -424,6 +440,9 @@ class Master:
         """Log a worker's end and decide what it means."""
         how = "status unknown" if status is None else describe_status(status)
         clean = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        replaced = not (worker.stopping or self.stopping)
+        if self._metrics is not None and replaced:
+            self._metrics.block.count_restart()
         if worker.retiring and clean:
             self.counters["retired"] += 1
             logger.info("Worker with pid %d retired after max_requests", worker.pid)
@@ -464,6 +483,7 @@ class Master:
 
     def _spawn(self):
         """Fork one worker of the current generation; False if fork failed."""
+        slot = self._metrics.take() if self._metrics is not None else None
         status_r, status_w = os.pipe()
         control_r, control_w = os.pipe()
         os.set_blocking(status_r, False)
@@ -472,16 +492,23 @@ class Master:
         except OSError as exc:
             for fd in (status_r, status_w, control_r, control_w):
                 os.close(fd)
+            if slot is not None:
+                self._metrics.free.append(slot)
             logger.error("Cannot fork a worker (%s); retrying in %g s", exc, FORK_RETRY)
             self.fork_retry_at = time.monotonic() + FORK_RETRY
             return False
         if pid == 0:
             os.close(status_r)
             os.close(control_w)
+            if self._metrics is not None:
+                self._metrics.sock.close()
+                metrics.assign(self._metrics.block, slot)
             self._become_worker(status_w, control_r)  # never returns
         os.close(status_w)
         os.close(control_r)
-        self.workers.append(_Worker(pid, status_r, control_w, self.generation))
+        worker = _Worker(pid, status_r, control_w, self.generation)
+        worker.slot = slot
+        self.workers.append(worker)
         logger.info("Booting worker with pid %d", pid)
         return True
 
@@ -509,6 +536,72 @@ class Master:
             logger.exception("Worker with pid %d failed", os.getpid())
         finally:
             _exit(status)
+
+
+class _MasterMetrics:
+    """The master's side of ``metrics_listen``: the shared block with one slot
+    per live worker, and a listening socket answered from the master's loop
+    (one short request at a time: scrapes are rare and tiny)."""
+
+    SLOTS = 256  # more live workers than this share nothing more (TTIN)
+
+    def __init__(self, listen):
+        self.block = metrics.MetricsBlock(self.SLOTS)
+        self.free = list(range(self.SLOTS - 1, -1, -1))
+        family, host, port = metrics.parse_listen(listen)
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(16)
+            self.sock.setblocking(False)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def take(self):
+        return self.free.pop() if self.free else None
+
+    def release(self, slot):
+        self.block.retire(slot)
+        self.free.append(slot)
+
+    def answer(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.settimeout(1.0)
+                    request = b""
+                    while b"\r\n\r\n" not in request and len(request) < 8192:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        request += chunk
+                    conn.sendall(_metrics_response(request, self.block))
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+def _metrics_response(request, block):
+    target = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+    path = target.split(b"?", 1)[0]
+    if not request.startswith(b"GET ") or path not in (b"/metrics", b"/"):
+        return b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    body = block.render().encode()
+    head = (
+        f"HTTP/1.0 200 OK\r\nContent-Type: {metrics.CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class _WorkerProcess:

@@ -205,11 +205,25 @@ impl Channel {
                 self.reading = Reading::Done;
                 self.inbuf = Vec::new();
             }
-        } else if matches!(self.reading, Reading::Head) && self.queue.is_empty() {
+        } else if self.is_between_requests() {
             // Nothing started: done as soon as pending output is flushed.
             self.close_when_flushed = true;
             self.reading = Reading::Done;
         }
+        // Otherwise a request is on its way (a new connection's first one,
+        // a head or a body partly received): it is read, run and answered
+        // with `Connection: close`, within `graceful_timeout`. Closing now
+        // would reset a client whose request is already in flight.
+    }
+
+    /// Served at least one request and holds no byte of the next: the one
+    /// kind of connection a graceful stop closes at once (clients expect an
+    /// idle keep-alive connection to close; RFC 9112 §9.3.1).
+    pub fn is_between_requests(&self) -> bool {
+        matches!(self.reading, Reading::Head)
+            && !self.fresh
+            && self.inbuf.is_empty()
+            && self.is_idle()
     }
 
     /// When this connection must have delivered its request head.
@@ -272,9 +286,7 @@ impl Channel {
     /// at most `channel_request_lookahead` requests are waiting.
     fn readable(&self, cfg: &EngineSettings) -> bool {
         let waiting = self.queue.len() + usize::from(self.active.is_some());
-        let draining_idle = self.draining && matches!(self.reading, Reading::Head);
         !self.close_when_flushed
-            && !draining_idle
             && matches!(self.reading, Reading::Head | Reading::Body(_))
             && self.out.is_empty()
             && waiting <= cfg.channel_request_lookahead

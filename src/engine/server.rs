@@ -123,7 +123,7 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
                 .channels
                 .get(conn.0)
                 .and_then(Option::as_ref)
-                .is_some_and(Channel::is_evictable);
+                .is_some_and(|ch| ch.is_evictable() && ch.is_between_requests());
             if idle {
                 self.shut(conn, Close::Fin);
             } else {

@@ -325,6 +325,10 @@ def test_close_with_requests_in_flight_finishes_them(live, caplog):
     running = live(app, threads=1)
     busy, queued, idle = running.connect(), running.connect(), running.connect()
     try:
+        release.set()
+        assert idle.request().status == 200  # now idle between requests
+        entered.clear()
+        release.clear()
         with caplog.at_level(logging.WARNING, logger="maitre"):
             busy.send(build_request())
             assert entered.wait(GUARD)

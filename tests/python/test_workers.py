@@ -625,3 +625,25 @@ def test_socket_activation_unix(activated, short_tmp):
 )
 def test_listen_fds_counts_only_sockets_meant_for_this_pid(environ, expected):
     assert listen_fds(environ, pid=42) == expected
+
+
+def test_metrics_sum_over_workers_and_survive_a_killed_worker(serve):
+    """With workers, the master serves the sum of every worker's counters;
+    a worker killed with its counts keeps them in the totals, and the
+    restart is counted."""
+    from apps.live import free_port
+    from test_metrics import scrape, scrape_until
+
+    port = free_port()
+    served = serve("--workers=2", f"--metrics-listen=127.0.0.1:{port}")
+    pids = served.wait_children(lambda p: len(p) == 2)
+    for _ in range(10):
+        with connect(("127.0.0.1", served.port)) as client:
+            assert client.request().status == 200
+    first = scrape_until(port, lambda s: s.value("maitre_requests_total", status="2xx") == 10)
+    assert first.value("maitre_worker_restarts_total") == 0
+    victim = next(iter(pids))
+    os.kill(victim, signal.SIGKILL)
+    served.wait_children(lambda p: len(p) == 2 and victim not in p)
+    after = scrape_until(port, lambda s: s.value("maitre_worker_restarts_total") == 1)
+    assert after.value("maitre_requests_total", status="2xx") == 10, "the dead worker's counts stay"
