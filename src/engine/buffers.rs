@@ -334,6 +334,41 @@ impl OutBuffer {
         Ok(())
     }
 
+    /// Like `push_vec`, but when `data` would not fit under `overflow` it is
+    /// first offered to the socket (behind what is already queued, in the
+    /// same `writev`), and only what the socket cannot take now is spilled.
+    /// A big response to a prompt client so never touches the disk, and
+    /// memory stays bounded once this returns. Returns the bytes written.
+    pub fn push_vec_writing<T: Transport>(
+        &mut self,
+        data: Vec<u8>,
+        io: &mut T,
+        conn: ConnId,
+    ) -> io::Result<usize> {
+        if !self.must_spill(data.len()) {
+            self.push_vec(data)?;
+            return Ok(0);
+        }
+        self.push_mem(data, false);
+        let written = self.write_to(io, conn)?;
+        if self.mem_len > self.overflow {
+            self.spill_back()?;
+        }
+        Ok(written)
+    }
+
+    /// Move the unsent part of the last memory segment to the spill file.
+    fn spill_back(&mut self) -> io::Result<()> {
+        let Some(Segment::Mem { buf, pos, .. }) = self.segs.pop_back() else {
+            return Err(out_of_step());
+        };
+        let rest = buf.get(pos..).unwrap_or(&[]);
+        self.mem_len = self.mem_len.saturating_sub(rest.len());
+        self.total = self.total.saturating_sub(rest.len() as u64);
+        // Partly sent at the front, it stays there as a spill segment.
+        self.push_spill(rest)
+    }
+
     /// Queue `len` bytes of `file` from `offset`; the file is closed once sent
     /// (or at once when `len` is 0).
     pub fn push_file(&mut self, file: File, offset: u64, len: u64) {

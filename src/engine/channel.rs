@@ -618,7 +618,14 @@ impl Channel {
                 self.out.push_vec(framed)
             }
             _ if take < bytes.len() as u64 => self.out.push(&bytes[..take as usize]),
-            _ => self.out.push_vec(bytes),
+            _ => {
+                let written = self.out.push_vec_writing(bytes, cx.io, self.id)?;
+                if written > 0 {
+                    self.last_activity = cx.now;
+                    self.grant_credit(cx);
+                }
+                Ok(())
+            }
         }
     }
 
