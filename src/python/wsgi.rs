@@ -1,6 +1,7 @@
 //! Running one WSGI request on a worker thread: call the app, collect what
 //! `start_response`, `write()` and the iterator produce, and send it to the
 //! I/O thread as [`AppEvent`]s.
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use log::info;
@@ -59,6 +60,11 @@ pub fn run(py: Python<'_>, shared: &Shared, job: Job, ctl: &Arc<ReqCtl>, events:
             End::Completed
         }
         Err(err) => report_failure(py, shared, &out, &path, err),
+    };
+    let end = if ctl.timed_out.load(Ordering::Acquire) {
+        End::TimedOut // the engine answered 503 (or cut the response)
+    } else {
+        end
     };
     let summary = out.lock().summary(end);
     seen.finish(py, shared, head, summary);

@@ -188,6 +188,24 @@ def test_proxy_address_remote_user_and_error_size(live, tmp_path):
     assert second[0] == "127.0.0.1"
 
 
+def test_request_timeout_is_logged_as_the_503_sent(live, tmp_path):
+    def slow(environ, start_response):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # interrupted by RequestTimeout
+            time.sleep(0.01)
+        start_response("200 OK", [])
+        return [b"late"]
+
+    log = tmp_path / "access.log"
+    server = live(slow, access_log=str(log), access_log_format="json", request_timeout=1)
+    response = send(server, "GET", "/slow")
+    assert response.status == 503
+    (line,) = read_lines(log, 1)
+    entry = json.loads(line)
+    assert (entry["status"], entry["bytes"]) == (503, len(response.body))
+    assert entry["duration_ms"] >= 900
+
+
 def test_file_wrapper_size(live, tmp_path):
     log = tmp_path / "access.log"
     data = tmp_path / "data.bin"
