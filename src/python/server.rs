@@ -127,12 +127,17 @@ impl Server {
         let mut raised: Option<PyErr> = None;
         let result = py.detach(|| {
             let result = server.run_with(&mut || {
-                Python::attach(|py| match py.check_signals() {
-                    Ok(()) => false,
-                    Err(e) => {
-                        // The first signal's exception is the one run() raises.
-                        raised.get_or_insert(e);
-                        true
+                Python::attach(|py| {
+                    // A handler may already have run while this thread was in
+                    // Python for another reason (pyo3-log emitting a record):
+                    // its exception is then left pending rather than lost.
+                    match py.check_signals().err().or_else(|| PyErr::take(py)) {
+                        None => false,
+                        Some(e) => {
+                            // The first signal's exception is the one run() raises.
+                            raised.get_or_insert(e);
+                            true
+                        }
                     }
                 })
             });
