@@ -569,7 +569,7 @@ impl<E: Executor> MioServer<E> {
             }
             let mut acceptable = false;
             for ev in events.iter() {
-                if ev.token().0 >= LISTENER_BASE && ev.token() != WAKER && ev.token() != SIGNALS {
+                if is_listener(ev.token()) {
                     // Accept after the rest of the batch (see `Engine::on_acceptable`).
                     acceptable = true;
                     continue;
@@ -587,7 +587,8 @@ impl<E: Executor> MioServer<E> {
             }
             self.drain_app_events();
             if acceptable {
-                self.dispatch(Token(LISTENER_BASE));
+                let engine = &mut self.engine;
+                guarded(|| engine.on_acceptable());
             }
             self.fire_timer();
         }
@@ -607,7 +608,7 @@ impl<E: Executor> MioServer<E> {
         let engine = &mut self.engine;
         guarded(|| match token {
             WAKER => {}
-            Token(t) if t >= LISTENER_BASE => engine.on_acceptable(),
+            t if is_listener(t) => engine.on_acceptable(),
             Token(t) => engine.on_readable(ConnId(t)),
         });
     }
@@ -687,6 +688,11 @@ impl SignalSource {
         let mut stream: &_ = &*self.stream;
         while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
     }
+}
+
+/// Listener tokens sit between `LISTENER_BASE` and the two special tokens.
+fn is_listener(token: Token) -> bool {
+    token.0 >= LISTENER_BASE && token != WAKER && token != SIGNALS
 }
 
 /// A bug in the engine must not take the server down: log it and go on.

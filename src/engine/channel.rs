@@ -207,8 +207,7 @@ impl Channel {
             }
         } else if self.is_between_requests() {
             // Nothing started: done as soon as pending output is flushed.
-            self.close_when_flushed = true;
-            self.reading = Reading::Done;
+            self.close_after_output();
         }
         // Otherwise a request is on its way (a new connection's first one,
         // a head or a body partly received): it is read, run and answered
@@ -523,9 +522,7 @@ impl Channel {
     /// Answer with an error and close once it is flushed.
     fn answer_error<T: Transport, E: Executor>(&mut self, cx: &mut Ctx<'_, T, E>, err: &HttpError) {
         let bytes = error_response(err, cx.cfg.ident.as_deref(), cx.date);
-        self.queue.clear();
-        self.reading = Reading::Done;
-        self.close_when_flushed = true;
+        self.close_after_output();
         if let Err(e) = self.out.push_vec(bytes) {
             self.broken(cx, Some(e));
         }
@@ -690,9 +687,7 @@ impl Channel {
         self.last_activity = cx.now;
         self.waiting_since = cx.now;
         if !keep_alive || self.draining {
-            self.close_when_flushed = true;
-            self.queue.clear();
-            self.reading = Reading::Done;
+            self.close_after_output();
         }
         Ok(())
     }
@@ -718,9 +713,7 @@ impl Channel {
             self.answer_error(cx, &err);
         } else {
             self.active = None;
-            self.close_when_flushed = true;
-            self.queue.clear();
-            self.reading = Reading::Done;
+            self.close_after_output();
         }
         cx.exec.timed_out(req);
     }
@@ -737,9 +730,7 @@ impl Channel {
             self.fail_before_head(cx, err);
         } else {
             self.active = None;
-            self.close_when_flushed = true;
-            self.queue.clear();
-            self.reading = Reading::Done;
+            self.close_after_output();
         }
     }
 
@@ -754,6 +745,13 @@ impl Channel {
             cx.exec.cancel(active.req);
         }
         self.answer_error(cx, &err);
+    }
+
+    /// Read and start nothing more; close once the output is flushed.
+    fn close_after_output(&mut self) {
+        self.close_when_flushed = true;
+        self.queue.clear();
+        self.reading = Reading::Done;
     }
 
     /// Write what can be written; grant the app credit for what left.

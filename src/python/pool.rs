@@ -284,11 +284,14 @@ fn worker(
                 })
             }));
             if ran.is_err() {
+                // The closure forgets the request only when it completes.
+                state.forget(req);
                 error!(target: "maitre", "internal error while running a request (a bug): answered 500");
                 events.send(AppEvent::Failed { req, detail: None });
             }
+        } else {
+            state.forget(req);
         }
-        state.forget(req);
         shared.meter.done();
         state.idle.fetch_add(1, Ordering::AcqRel);
     }

@@ -81,13 +81,7 @@ fn interrupt(
 /// `traceback.format_stack` of another thread's current frame.
 fn python_stack(py: Python<'_>, thread: u64) -> PyResult<String> {
     let frames = py.import("sys")?.call_method0("_current_frames")?;
-    let Some(frame) = frames
-        .call_method1("get", (thread,))?
-        .into_pyobject(py)
-        .ok()
-    else {
-        return Ok(String::new());
-    };
+    let frame = frames.call_method1("get", (thread,))?;
     if frame.is_none() {
         return Ok("  (no Python frame)".to_string());
     }
