@@ -303,7 +303,7 @@ impl Responder {
             .set(self.credit.available.get() - bytes.len() as i64);
         let _ = self.events.send(AppEvent::Data {
             req: self.req,
-            bytes,
+            bytes: bytes.into(),
         });
     }
 

@@ -574,7 +574,7 @@ impl H {
         if !body.is_empty() {
             batch.push(AppEvent::Data {
                 req,
-                bytes: body.to_vec(),
+                bytes: body.to_vec().into(),
             });
         }
         batch.push(AppEvent::Done { req });
@@ -594,7 +594,7 @@ impl H {
     fn data(&mut self, req: ReqId, bytes: impl AsRef<[u8]>) {
         self.events(vec![AppEvent::Data {
             req,
-            bytes: bytes.as_ref().to_vec(),
+            bytes: bytes.as_ref().to_vec().into(),
         }]);
     }
 
@@ -849,11 +849,11 @@ fn batched_head_body_and_end_leave_in_one_write() {
         head_event(r, "200 OK", &[("Content-Type", "text/plain")]),
         AppEvent::Data {
             req: r,
-            bytes: b"hello".to_vec(),
+            bytes: b"hello".to_vec().into(),
         },
         AppEvent::Data {
             req: r,
-            bytes: b" world".to_vec(),
+            bytes: b" world".to_vec().into(),
         },
         AppEvent::Done { req: r },
     ]);
@@ -1584,7 +1584,7 @@ fn invalid_app_head_is_a_500_and_cancels_the_app(
         head_event(r, status, &[header]),
         AppEvent::Data {
             req: r,
-            bytes: b"secret".to_vec(),
+            bytes: b"secret".to_vec().into(),
         },
     ]);
     assert_eq!(
@@ -1741,7 +1741,7 @@ fn file_event_in_a_chunked_response_is_framed() {
         head_event(r, "200 OK", &[]),
         AppEvent::Data {
             req: r,
-            bytes: b"<".to_vec(),
+            bytes: b"<".to_vec().into(),
         },
         AppEvent::File {
             req: r,
@@ -1751,7 +1751,7 @@ fn file_event_in_a_chunked_response_is_framed() {
         },
         AppEvent::Data {
             req: r,
-            bytes: b">".to_vec(),
+            bytes: b">".to_vec().into(),
         },
         AppEvent::Done { req: r },
     ]);
@@ -2476,11 +2476,11 @@ fn one_batch_for_two_connections_flushes_each_once() {
         head_event(ra, "200 OK", &[("Content-Length", "2")]),
         AppEvent::Data {
             req: ra,
-            bytes: b"aa".to_vec(),
+            bytes: b"aa".to_vec().into(),
         },
         AppEvent::Data {
             req: rb,
-            bytes: b"bb".to_vec(),
+            bytes: b"bb".to_vec().into(),
         },
         AppEvent::Done { req: rb },
         AppEvent::Done { req: ra },
@@ -2669,7 +2669,7 @@ fn transcript_of_a_pipelined_session_with_continue() {
         head_event(r1, "200 OK", &[]),
         AppEvent::Data {
             req: r1,
-            bytes: b"one".to_vec(),
+            bytes: b"one".to_vec().into(),
         },
     ]);
     h.done(r1);

@@ -39,7 +39,7 @@ impl ThreadPool {
                 events.send(AppEvent::Head { req: job.req, head });
                 events.send(AppEvent::Data {
                     req: job.req,
-                    bytes: out,
+                    bytes: out.into(),
                 });
                 events.send(AppEvent::Done { req: job.req });
             });

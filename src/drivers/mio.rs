@@ -144,10 +144,40 @@ impl Stream {
     }
 }
 
+/// A connection is registered once, for both directions, edge-triggered;
+/// the engine's `Want` only filters which events reach it. Changing the
+/// epoll interest instead costs two `epoll_ctl` calls per request.
 struct Conn {
     stream: Stream,
-    registered: Option<Interest>,
+    want: Want,
+    /// Readiness hints: an event said the socket may be readable (writable)
+    /// and no read (write) has since found it drained. Edge-triggered, so
+    /// a drained socket reports again when anything new happens.
+    readable: bool,
+    writable: bool,
+    /// The peer closed or reset: that was reported once and will not be
+    /// again, so only a read that returns it may clear `readable`.
+    ending: bool,
 }
+
+impl Conn {
+    fn new(stream: Stream) -> Self {
+        // A client usually sends its request with the connection: the
+        // engine's first read right after the accept should find it.
+        Conn {
+            stream,
+            want: Want::READ,
+            readable: true,
+            writable: true,
+            ending: false,
+        }
+    }
+}
+
+/// Whether a read shorter than the buffer proves the socket drained: on
+/// Linux every arrival after the read raises a new edge, so the next read
+/// may wait for one instead of costing a syscall that returns `EAGAIN`.
+const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Non-blocking socket operations over mio.
 pub struct MioTransport {
@@ -157,6 +187,9 @@ pub struct MioTransport {
     conns: Slab<Conn>,
     /// Reused for file segments: read from the file, written to the socket.
     file_buf: Vec<u8>,
+    /// Connections whose `Want` was widened while their readiness hint was
+    /// set: no new edge will come for them, so the driver pumps them itself.
+    recheck: Vec<ConnId>,
     /// Connections and bytes (off unless `set_metrics`).
     meter: Meter,
 }
@@ -169,6 +202,7 @@ impl MioTransport {
             listening: false,
             conns: Slab::new(),
             file_buf: Vec::new(),
+            recheck: Vec::new(),
             meter: Meter::default(),
         };
         t.listen(true)?;
@@ -218,13 +252,23 @@ impl MioTransport {
             .get_mut(id.0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "closed"))
     }
+}
 
-    fn with_stream<R>(
-        &mut self,
-        id: ConnId,
-        f: impl FnOnce(&mut Stream) -> io::Result<R>,
-    ) -> io::Result<R> {
-        f(&mut self.conn(id)?.stream)
+impl MioTransport {
+    /// Record what an event says and whether the engine wants to hear it.
+    fn note_event(&mut self, ev: &mio::event::Event) -> bool {
+        let Some(c) = self.conns.get_mut(ev.token().0) else {
+            return false;
+        };
+        let trouble = ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
+        c.ending |= trouble;
+        c.readable |= ev.is_readable() || trouble;
+        c.writable |= ev.is_writable() || trouble;
+        c.want != Want::NONE
+    }
+
+    fn take_recheck(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.recheck)
     }
 }
 
@@ -236,12 +280,9 @@ impl Transport for MioTransport {
             };
             let entry = self.conns.vacant_entry();
             let id = entry.key();
-            self.registry
-                .register(stream.source(), Token(id), Interest::READABLE)?;
-            entry.insert(Conn {
-                stream,
-                registered: Some(Interest::READABLE),
-            });
+            let both = Interest::READABLE | Interest::WRITABLE;
+            self.registry.register(stream.source(), Token(id), both)?;
+            entry.insert(Conn::new(stream));
             self.meter.opened();
             return Ok(Some(Accepted {
                 conn: ConnId(id),
@@ -266,21 +307,38 @@ impl Transport for MioTransport {
     }
 
     fn read(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.with_stream(conn, |s| match s {
+        let c = self.conn(conn)?;
+        if !c.readable {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let result = match &mut c.stream {
             Stream::Tcp(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
-        })?;
+        };
+        match &result {
+            Ok(n) if *n > 0 && *n < buf.len() && SHORT_READ_DRAINS && !c.ending => {
+                c.readable = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+            _ => {}
+        }
+        let n = result?;
         self.meter.received(n);
         Ok(n)
     }
 
     fn write_vectored(&mut self, conn: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.with_stream(conn, |s| match s {
+        let c = self.conn(conn)?;
+        let result = match &mut c.stream {
             Stream::Tcp(s) => s.write_vectored(bufs),
             #[cfg(unix)]
             Stream::Unix(s) => s.write_vectored(bufs),
-        })?;
+        };
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            c.writable = false;
+        }
+        let n = result?;
         self.meter.sent(n);
         Ok(n)
     }
@@ -306,28 +364,14 @@ impl Transport for MioTransport {
     }
 
     fn set_interest(&mut self, conn: ConnId, want: Want) {
-        let registry = &self.registry;
         let Some(c) = self.conns.get_mut(conn.0) else {
             return;
         };
-        let interest = match (want.read, want.write) {
-            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            (true, false) => Some(Interest::READABLE),
-            (false, true) => Some(Interest::WRITABLE),
-            (false, false) => None,
-        };
-        if interest == c.registered {
-            return;
-        }
-        let result = match (c.registered, interest) {
-            (None, Some(i)) => registry.register(c.stream.source(), Token(conn.0), i),
-            (Some(_), Some(i)) => registry.reregister(c.stream.source(), Token(conn.0), i),
-            (Some(_), None) => registry.deregister(c.stream.source()),
-            (None, None) => Ok(()),
-        };
-        match result {
-            Ok(()) => c.registered = interest,
-            Err(e) => error!(target: "maitre", "could not change interest: {e}"),
+        let widened_read = want.read && !c.want.read && c.readable;
+        let widened_write = want.write && !c.want.write && c.writable;
+        c.want = want;
+        if widened_read || widened_write {
+            self.recheck.push(conn);
         }
     }
 
@@ -337,7 +381,9 @@ impl Transport for MioTransport {
         }
         let mut c = self.conns.remove(conn.0);
         self.meter.closed();
-        if c.registered.is_some() {
+        // Linux drops a closed descriptor from epoll by itself (we never dup
+        // it); elsewhere mio asks for an explicit deregistration.
+        if !cfg!(target_os = "linux") {
             let _ = self.registry.deregister(c.stream.source());
         }
         // Dropping the stream closes it; the kernel sends the FIN (after any
@@ -583,7 +629,12 @@ impl<E: Executor> MioServer<E> {
                     }
                     continue;
                 }
-                self.dispatch(ev.token());
+                if ev.token() == WAKER {
+                    continue;
+                }
+                if self.engine.transport_mut().note_event(ev) {
+                    self.dispatch(ev.token());
+                }
             }
             self.drain_app_events();
             if acceptable {
@@ -591,6 +642,23 @@ impl<E: Executor> MioServer<E> {
                 guarded(|| engine.on_acceptable());
             }
             self.fire_timer();
+            self.recheck();
+        }
+    }
+
+    /// Pump the connections whose interest widened while they were already
+    /// ready (see `MioTransport::set_interest`); a pump may widen others.
+    fn recheck(&mut self) {
+        // Bounded, in case a pump keeps widening: the rest go next round.
+        for _ in 0..8 {
+            let conns = self.engine.transport_mut().take_recheck();
+            if conns.is_empty() {
+                return;
+            }
+            for conn in conns {
+                let engine = &mut self.engine;
+                guarded(|| engine.on_readable(conn));
+            }
         }
     }
 
@@ -600,6 +668,9 @@ impl<E: Executor> MioServer<E> {
     }
 
     fn timeout(&self) -> Option<Duration> {
+        if !self.engine.transport().recheck.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let now = self.engine.clock().now();
         self.engine.next_deadline().map(|at| at - now)
     }

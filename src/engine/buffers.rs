@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 
-use crate::engine::executor::Body;
+use crate::engine::executor::{Body, Chunk};
 use crate::engine::transport::{ConnId, Transport};
 
 /// Bytes read back from the output spill file at a time (one reusable buffer).
@@ -24,6 +24,8 @@ const TAIL_CAP: usize = 16 * 1024;
 const COPY_MAX: usize = 4 * 1024;
 /// Largest range asked of one `send_file` call (fits a 32-bit `usize`).
 const MAX_SEND_FILE: u64 = 1 << 30;
+/// Largest read made straight into a request body.
+const DIRECT_READ_MAX: usize = 64 * 1024;
 /// First allocation of a body kept in memory, to skip tiny reallocations.
 const BODY_MIN_ALLOC: usize = 8 * 1024;
 
@@ -81,6 +83,34 @@ impl BodyBuffer {
         }
         self.len += data.len() as u64;
         Ok(())
+    }
+
+    /// Let `read` write up to `want` bytes (at most `DIRECT_READ_MAX`)
+    /// straight into the in-memory body, with no copy through other buffers.
+    /// None when the body is not in memory or would not stay there; else
+    /// what `read` returned, with the bytes it reported kept. The buffer
+    /// grows as bytes arrive, not by what the client announced.
+    pub fn fill_with(
+        &mut self,
+        want: usize,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
+        let BodyStore::Memory(vec) = &mut self.store else {
+            return None;
+        };
+        let start = vec.len();
+        let want = want.min(DIRECT_READ_MAX);
+        let end = start.checked_add(want).filter(|&end| end < self.overflow)?;
+        reserve_bounded(vec, want, self.overflow);
+        vec.resize(end, 0);
+        let result = read(&mut vec[start..end]);
+        let got = match &result {
+            Ok(n) => (*n).min(want),
+            Err(_) => 0,
+        };
+        vec.truncate(start + got);
+        self.len += got as u64;
+        Some(result)
     }
 
     pub fn len(&self) -> u64 {
@@ -170,11 +200,7 @@ pub struct OutBuffer {
 enum Segment {
     /// `buf[pos..]` is unsent. `tail` marks a coalescing buffer that small
     /// pushes extend and whose allocation is recycled.
-    Mem {
-        buf: Vec<u8>,
-        pos: usize,
-        tail: bool,
-    },
+    Mem { buf: Chunk, pos: usize, tail: bool },
     /// The next `len` unsent bytes of the spill FIFO (including any already
     /// read back into the chunk).
     Spill { len: u64 },
@@ -315,7 +341,7 @@ impl OutBuffer {
             return self.push_spill(data);
         }
         if data.len() > TAIL_CAP {
-            self.push_mem(data.to_vec(), false);
+            self.push_mem(data.to_vec().into(), false);
         } else {
             self.push_tail(data);
         }
@@ -324,11 +350,16 @@ impl OutBuffer {
 
     /// Like `push`, but takes ownership so in-memory data is not copied.
     pub fn push_vec(&mut self, data: Vec<u8>) -> io::Result<()> {
+        self.push_chunk(data.into())
+    }
+
+    /// Like `push`, but a large chunk is queued as it is (not copied).
+    pub fn push_chunk(&mut self, data: Chunk) -> io::Result<()> {
         if data.len() <= COPY_MAX {
-            return self.push(&data);
+            return self.push(data.as_slice());
         }
         if self.must_spill(data.len()) {
-            return self.push_spill(&data);
+            return self.push_spill(data.as_slice());
         }
         self.push_mem(data, false);
         Ok(())
@@ -339,14 +370,14 @@ impl OutBuffer {
     /// same `writev`), and only what the socket cannot take now is spilled.
     /// A big response to a prompt client so never touches the disk, and
     /// memory stays bounded once this returns. Returns the bytes written.
-    pub fn push_vec_writing<T: Transport>(
+    pub fn push_chunk_writing<T: Transport>(
         &mut self,
-        data: Vec<u8>,
+        data: Chunk,
         io: &mut T,
         conn: ConnId,
     ) -> io::Result<usize> {
         if !self.must_spill(data.len()) {
-            self.push_vec(data)?;
+            self.push_chunk(data)?;
             return Ok(0);
         }
         self.push_mem(data, false);
@@ -362,7 +393,7 @@ impl OutBuffer {
         let Some(Segment::Mem { buf, pos, .. }) = self.segs.pop_back() else {
             return Err(out_of_step());
         };
-        let rest = buf.get(pos..).unwrap_or(&[]);
+        let rest = buf.as_slice().get(pos..).unwrap_or(&[]);
         self.mem_len = self.mem_len.saturating_sub(rest.len());
         self.total = self.total.saturating_sub(rest.len() as u64);
         // Partly sent at the front, it stays there as a spill segment.
@@ -421,7 +452,7 @@ impl OutBuffer {
         self.mem_len.saturating_add(n) > self.overflow
     }
 
-    fn push_mem(&mut self, buf: Vec<u8>, tail: bool) {
+    fn push_mem(&mut self, buf: Chunk, tail: bool) {
         self.mem_len += buf.len();
         self.total += buf.len() as u64;
         self.segs.push_back(Segment::Mem { buf, pos: 0, tail });
@@ -429,7 +460,9 @@ impl OutBuffer {
 
     fn push_tail(&mut self, data: &[u8]) {
         if let Some(Segment::Mem {
-            buf, tail: true, ..
+            buf: Chunk::Owned(buf),
+            tail: true,
+            ..
         }) = self.segs.back_mut()
         {
             if buf.len().saturating_add(data.len()) <= TAIL_CAP {
@@ -441,7 +474,7 @@ impl OutBuffer {
         }
         let mut buf = std::mem::take(&mut self.spare);
         buf.extend_from_slice(data);
-        self.push_mem(buf, true);
+        self.push_mem(buf.into(), true);
     }
 
     fn push_spill(&mut self, data: &[u8]) -> io::Result<()> {
@@ -492,7 +525,7 @@ impl OutBuffer {
                 break;
             };
             let (part, whole) = match seg {
-                Segment::Mem { buf, pos, .. } => (buf.get(*pos..).unwrap_or(&[]), true),
+                Segment::Mem { buf, pos, .. } => (buf.as_slice().get(*pos..).unwrap_or(&[]), true),
                 Segment::Spill { len } if i == 0 => {
                     let part = self.spill.as_ref().map_or(&[][..], |s| s.pending());
                     (part, part.len() as u64 == *len)
@@ -544,7 +577,7 @@ impl OutBuffer {
         match self.segs.pop_front() {
             // Keep the bigger allocation for the next tail.
             Some(Segment::Mem {
-                mut buf,
+                buf: Chunk::Owned(mut buf),
                 tail: true,
                 ..
             }) if buf.capacity() > self.spare.capacity() => {
@@ -603,6 +636,53 @@ fn check_progress(n: usize, offered: usize) -> io::Result<()> {
 
 fn out_of_step() -> io::Error {
     io::Error::other("output buffer out of step")
+}
+
+#[cfg(test)]
+mod fill_tests {
+    use super::*;
+
+    #[test]
+    fn fill_with_reads_in_place_and_keeps_only_what_was_read() {
+        let mut body = BodyBuffer::new(100);
+        body.append(b"ab").unwrap();
+        let got = body.fill_with(10, |buf| {
+            assert_eq!(buf.len(), 10);
+            buf[..3].copy_from_slice(b"cde");
+            Ok(3)
+        });
+        assert_eq!(got.unwrap().unwrap(), 3);
+        let failed = body.fill_with(5, |_| Err(io::ErrorKind::WouldBlock.into()));
+        assert!(failed.unwrap().is_err());
+        assert_eq!(body.len(), 5);
+        match body.finish().unwrap() {
+            Body::Memory(v) => assert_eq!(v, b"abcde"),
+            other => panic!("expected memory, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fill_with_grows_by_what_arrives_not_by_what_was_announced() {
+        let mut body = BodyBuffer::new(1 << 30);
+        let got = body.fill_with(500 << 20, |buf| {
+            assert_eq!(buf.len(), DIRECT_READ_MAX);
+            Ok(10)
+        });
+        assert_eq!(got.unwrap().unwrap(), 10);
+        let BodyStore::Memory(vec) = &body.store else {
+            panic!("in memory")
+        };
+        assert!(vec.capacity() <= 2 * DIRECT_READ_MAX);
+    }
+
+    #[test]
+    fn fill_with_declines_what_would_reach_the_overflow() {
+        let mut body = BodyBuffer::new(10);
+        body.append(b"12345").unwrap();
+        assert!(body.fill_with(5, |_| Ok(5)).is_none(), "5 + 5 is not < 10");
+        assert!(body.fill_with(4, |_| Ok(4)).is_some());
+        assert_eq!(body.len(), 9);
+    }
 }
 
 #[cfg(test)]
@@ -1213,7 +1293,7 @@ mod tests {
         match buf.segs.back() {
             Some(Segment::Mem {
                 buf: b, tail: true, ..
-            }) => assert_eq!(b.as_ptr(), spare),
+            }) => assert_eq!(b.as_slice().as_ptr(), spare),
             other => panic!("expected a tail segment, got {other:?}"),
         }
     }

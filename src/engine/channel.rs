@@ -10,7 +10,7 @@ use log::{info, warn};
 
 use crate::engine::buffers::{BodyBuffer, OutBuffer};
 use crate::engine::clock::Timestamp;
-use crate::engine::executor::{AppEvent, AppHead, Body, Executor, Job, ReqId};
+use crate::engine::executor::{AppEvent, AppHead, Body, Chunk, Executor, Job, ReqId};
 use crate::engine::settings::EngineSettings;
 use crate::engine::transport::{ConnId, ListenerId, Peer, Transport, Want};
 use crate::http::chunked::{ChunkedDecoder, Decoded};
@@ -300,14 +300,20 @@ impl Channel {
         if !self.readable(cx.cfg) {
             return false;
         }
-        match cx.io.read(self.id, scratch) {
+        let result = match self.read_body_direct(cx) {
+            Some(result) => result,
+            None => cx.io.read(self.id, scratch).inspect(|&n| {
+                self.inbuf
+                    .extend_from_slice(&scratch[..n.min(scratch.len())]);
+            }),
+        };
+        match result {
             Ok(0) => {
                 self.broken(cx, None);
                 false
             }
-            Ok(n) => {
+            Ok(_) => {
                 self.last_activity = cx.now;
-                self.inbuf.extend_from_slice(&scratch[..n]);
                 true
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => false,
@@ -317,6 +323,37 @@ impl Channel {
                 false
             }
         }
+    }
+
+    /// With nothing else buffered, the rest of a body of known length is
+    /// read straight into its buffer, skipping two copies (scratch, input
+    /// buffer) and `recv_bytes`-sized reads. None when that does not apply.
+    fn read_body_direct<T: Transport, E: Executor>(
+        &mut self,
+        cx: &mut Ctx<'_, T, E>,
+    ) -> Option<io::Result<usize>> {
+        if !self.inbuf.is_empty() {
+            return None;
+        }
+        let Reading::Body(incoming) = &mut self.reading else {
+            return None;
+        };
+        let BodyProgress::Remaining(left) = &mut incoming.progress else {
+            return None;
+        };
+        let want = usize::try_from(*left).ok()?;
+        let id = self.id;
+        let result = incoming.body.fill_with(want, |buf| cx.io.read(id, buf))?;
+        if let Ok(n) = result {
+            *left -= n as u64;
+            if *left == 0 && n > 0 {
+                if let Reading::Body(incoming) = std::mem::replace(&mut self.reading, Reading::Head)
+                {
+                    self.finish_body(*incoming);
+                }
+            }
+        }
+        Some(result)
     }
 
     /// Parse every complete request in the input buffer.
@@ -594,7 +631,7 @@ impl Channel {
     fn app_data<T: Transport, E: Executor>(
         &mut self,
         cx: &mut Ctx<'_, T, E>,
-        bytes: Vec<u8>,
+        bytes: Chunk,
     ) -> io::Result<()> {
         if bytes.is_empty() || !self.ensure_head(cx)? {
             return Ok(());
@@ -608,15 +645,15 @@ impl Channel {
         }
         match active.framing {
             Some(Framing::Chunked) => {
-                let mut framed = Vec::with_capacity(bytes.len() + 12);
-                chunk_header(bytes.len(), &mut framed);
-                framed.extend_from_slice(&bytes);
-                framed.extend_from_slice(b"\r\n");
-                self.out.push_vec(framed)
+                let mut size_line = Vec::with_capacity(12);
+                chunk_header(bytes.len(), &mut size_line);
+                self.out.push(&size_line)?;
+                self.out.push_chunk(bytes)?;
+                self.out.push(b"\r\n")
             }
-            _ if take < bytes.len() as u64 => self.out.push(&bytes[..take as usize]),
+            _ if take < bytes.len() as u64 => self.out.push(&bytes.as_slice()[..take as usize]),
             _ => {
-                let written = self.out.push_vec_writing(bytes, cx.io, self.id)?;
+                let written = self.out.push_chunk_writing(bytes, cx.io, self.id)?;
                 if written > 0 {
                     self.last_activity = cx.now;
                     self.grant_credit(cx);

@@ -58,6 +58,48 @@ pub struct Job {
     pub body: Body,
 }
 
+/// Response body bytes from the app side.
+pub enum Chunk {
+    Owned(Vec<u8>),
+    /// Bytes that stay where their producer keeps them (a Python `bytes`
+    /// object) until sent: a large body is never copied. Dropping the box
+    /// hands them back.
+    Shared(Box<dyn AsRef<[u8]> + Send>),
+}
+
+impl Chunk {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(s) => (**s).as_ref(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(v: Vec<u8>) -> Self {
+        Chunk::Owned(v)
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Chunk::Owned(_) => "Owned",
+            Chunk::Shared(_) => "Shared",
+        };
+        write!(f, "{kind}({} bytes)", self.len())
+    }
+}
+
 /// What the app answered, as status and headers (not yet validated or framed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppHead {
@@ -79,7 +121,7 @@ pub enum AppEvent {
     },
     Data {
         req: ReqId,
-        bytes: Vec<u8>,
+        bytes: Chunk,
     },
     /// A seekable file from `wsgi.file_wrapper`: send `len` bytes from `offset`.
     File {

@@ -3,7 +3,9 @@ use pyo3::prelude::*;
 
 pub mod access_log;
 pub mod environ;
+pub mod lend;
 pub mod pool;
+pub mod queue;
 pub mod server;
 pub mod settings;
 pub mod watchdog;

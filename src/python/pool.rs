@@ -1,8 +1,10 @@
 //! The worker pool: `threads` OS threads that run the WSGI app.
 //!
 //! The I/O thread never holds the GIL: it hands parsed requests over a
-//! channel. A worker attaches to Python only while it runs an app, waits for
-//! the next job detached, and waits for output credit detached too.
+//! [`JobQueue`]. A worker attaches to Python once for its whole life (a
+//! thread state per request would cost an mmap, a munmap and a TLB shootdown
+//! each time), runs jobs back to back while any are queued, and lets go of
+//! the GIL only to park, to wait for output credit, or when Python asks.
 #![allow(clippy::disallowed_methods)] // the pool is where the threads live
 
 use std::collections::BTreeMap;
@@ -12,13 +14,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use log::{error, warn};
 use pyo3::prelude::*;
 
 use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, Executor, Job, ReqId};
 use crate::metrics::Meter;
+use crate::python::queue::{Came, JobQueue, Next};
 use crate::python::watchdog::{self, Stuck};
 use crate::python::wsgi::{self, Shared};
 
@@ -116,11 +119,12 @@ impl PoolState {
     }
 }
 
+type Queued = (Job, Arc<ReqCtl>);
+
 pub struct PyPool {
-    jobs: Option<Sender<(Job, Arc<ReqCtl>)>>,
+    queue: Arc<JobQueue<Queued>>,
     /// Present when `request_timeout` is set.
     watchdog: Option<Sender<Stuck>>,
-    queue: Receiver<(Job, Arc<ReqCtl>)>,
     state: Arc<PoolState>,
     window: i64,
     meter: Meter,
@@ -133,7 +137,8 @@ impl PyPool {
         shared: Arc<Shared>,
         events: EventSender,
     ) -> std::io::Result<Self> {
-        let (jobs, queue) = crossbeam_channel::unbounded();
+        let queue = Arc::new(JobQueue::default());
+        shared.returns.set_nudge(queue.clone());
         let state = Arc::new(PoolState {
             requests: Mutex::new(BTreeMap::new()),
             idle: AtomicUsize::new(threads),
@@ -159,9 +164,8 @@ impl PyPool {
         };
         let meter = shared.meter.clone();
         Ok(PyPool {
-            jobs: Some(jobs),
-            watchdog,
             queue,
+            watchdog,
             state,
             window,
             meter,
@@ -172,8 +176,7 @@ impl PyPool {
     /// running ones, as Waitress's dispatcher shutdown does.
     /// Returns how many workers are still inside an app afterwards.
     pub fn shutdown(&mut self, grace: Duration) -> usize {
-        self.jobs = None;
-        let pending: Vec<_> = self.queue.try_iter().collect();
+        let pending = self.queue.close();
         if !pending.is_empty() {
             warn!(target: "maitre", "Canceling {} pending task(s)", pending.len());
         }
@@ -201,7 +204,7 @@ impl PyPool {
 
 impl Drop for PyPool {
     fn drop(&mut self) {
-        self.jobs = None;
+        self.queue.close();
     }
 }
 
@@ -215,14 +218,14 @@ impl Executor for PyPool {
         if let Ok(mut map) = self.state.requests.lock() {
             map.insert(job.req, ctl.clone());
         }
-        let Some(jobs) = &self.jobs else { return };
         let idle = self.state.idle.load(Ordering::Acquire);
-        self.meter.queued(); // before the send, so a worker never takes it first
-        if jobs.send((job, ctl)).is_ok() {
-            let depth = jobs.len();
-            if depth > idle {
+        self.meter.queued(); // before the push, so a worker never takes it first
+        match self.queue.push((job, ctl)) {
+            Some(depth) if depth > idle => {
                 warn!(target: "maitre.queue", "Task queue depth is {depth}");
             }
+            Some(_) => {}
+            None => self.meter.unqueued(1),
         }
     }
 
@@ -263,39 +266,58 @@ fn python_thread_id() -> u64 {
 }
 
 fn worker(
-    queue: Receiver<(Job, Arc<ReqCtl>)>,
+    queue: Arc<JobQueue<Queued>>,
     state: Arc<PoolState>,
     shared: Arc<Shared>,
     events: EventSender,
 ) {
-    while let Ok((job, ctl)) = queue.recv() {
-        state.idle.fetch_sub(1, Ordering::AcqRel);
-        shared.meter.taken();
-        let req = job.req;
-        if !ctl.is_cancelled() {
-            // A bug on our side must cost one request (a 500), never the thread.
-            ctl.thread.store(python_thread_id(), Ordering::Release);
-            let ran = catch_unwind(AssertUnwindSafe(|| {
-                Python::attach(|py| {
-                    wsgi::run(py, &shared, job, &ctl, &events);
-                    // With the GIL, so the watchdog sees a consistent state.
-                    state.forget(req);
-                    watchdog::finish_request(py, &ctl);
-                })
-            }));
-            if ran.is_err() {
-                // The closure forgets the request only when it completes.
-                state.forget(req);
-                error!(target: "maitre", "internal error while running a request (a bug): answered 500");
-                events.send(AppEvent::Failed { req, detail: None });
+    Python::attach(|py| {
+        let mut came = Came::Started;
+        loop {
+            shared.returns.release(py);
+            match queue.take(came) {
+                Next::Run((job, ctl)) => {
+                    run_job(py, job, &ctl, &state, &shared, &events);
+                    came = Came::Finished;
+                }
+                Next::Park => {
+                    py.detach(|| queue.park());
+                    came = Came::Woken;
+                }
+                Next::Exit => break,
             }
-        } else {
-            state.forget(req);
         }
-        shared.meter.done();
-        state.idle.fetch_add(1, Ordering::AcqRel);
-    }
+    });
     let mut alive = state.alive.lock().unwrap_or_else(|e| e.into_inner());
     *alive -= 1;
     state.exited.notify_all();
+}
+
+fn run_job(
+    py: Python<'_>,
+    job: Job,
+    ctl: &Arc<ReqCtl>,
+    state: &PoolState,
+    shared: &Shared,
+    events: &EventSender,
+) {
+    state.idle.fetch_sub(1, Ordering::AcqRel);
+    shared.meter.taken();
+    let req = job.req;
+    if !ctl.is_cancelled() {
+        ctl.thread.store(python_thread_id(), Ordering::Release);
+        // A bug on our side must cost one request (a 500), never the thread.
+        let ran = catch_unwind(AssertUnwindSafe(|| wsgi::run(py, shared, job, ctl, events)));
+        if ran.is_err() {
+            error!(target: "maitre", "internal error while running a request (a bug): answered 500");
+            events.send(AppEvent::Failed { req, detail: None });
+        }
+        // With the GIL, so the watchdog sees a consistent state.
+        state.forget(req);
+        watchdog::finish_request(py, ctl);
+    } else {
+        state.forget(req);
+    }
+    shared.meter.done();
+    state.idle.fetch_add(1, Ordering::AcqRel);
 }

@@ -77,6 +77,7 @@ impl Server {
             timeout_error: optional_hook(hooks, "request_timeout_error")?.map(Bound::unbind),
             access_log: crate::python::access_log::AccessLog::from_config(py, &config)?,
             meter: crate::metrics::Meter::from_hook(hooks.get_item("metrics")?)?,
+            returns: Default::default(),
         });
         let retire_fd = optional_hook(hooks, "retire_fd")?
             .map(|fd| fd.extract::<i64>())

@@ -18,6 +18,7 @@ use crate::http::response::{validate_header, validate_status};
 use crate::metrics::Meter;
 use crate::python::access_log::{AccessLog, End, Observation, Summary};
 use crate::python::environ::{Environ, Template};
+use crate::python::lend::{Lent, Returns, LEND_MIN};
 use crate::python::pool::ReqCtl;
 
 /// What every request of one server shares.
@@ -36,6 +37,8 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Request counters (off unless `metrics_listen` gave a slot).
     pub meter: Meter,
+    /// Large bodies lent to the I/O thread come back here once sent.
+    pub returns: Arc<Returns>,
 }
 
 /// Run the app for one job and report everything it does.
@@ -51,6 +54,7 @@ pub fn run(py: Python<'_>, shared: &Shared, job: Job, ctl: &Arc<ReqCtl>, events:
         events: events.clone(),
         state: state.clone(),
         disconnected_exc: Arc::new(shared.client_disconnected.clone_ref(py)),
+        returns: shared.returns.clone(),
     };
     let result = call_app(py, shared, job, ctl, &out, &mut seen);
     let end = match result {
@@ -101,7 +105,7 @@ fn refuse_proxy_headers(py: Python<'_>, out: &Output, body: String) -> PyResult<
             proxy::MALFORMED_CONTENT_TYPE.to_string(),
         )];
     }
-    out.write_chunk(py, body.as_bytes(), None)
+    out.write_chunk(py, body.as_bytes(), None, None)
 }
 
 /// PEP 3333: `close()` is called on the result whatever happened.
@@ -120,7 +124,8 @@ fn send_result(
 ) -> PyResult<()> {
     if let Some(body) = single_bytes(result) {
         // The common case, `[b"..."]`: the length is known, one Data event.
-        out.write_chunk(py, body.as_bytes(), Some(body.as_bytes().len() as u64))?;
+        let len = body.as_bytes().len() as u64;
+        out.write_chunk(py, body.as_bytes(), Some(&body), Some(len))?;
         return Ok(());
     }
     if result.is_instance(shared.file_wrapper.bind(py))? {
@@ -174,7 +179,8 @@ fn iterate_exactly(
         let data = chunk.as_bytes();
         let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         if take > 0 {
-            out.write_chunk(py, &data[..take], known.take())?;
+            let whole = (take == data.len()).then_some(&chunk);
+            out.write_chunk(py, &data[..take], whole, known.take())?;
             left -= take as u64;
         }
         if left == 0 {
@@ -225,7 +231,7 @@ fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, out: &Output) -> PyResult<
         let known = (first && single).then_some(data.len() as u64);
         first = false;
         if !data.is_empty() || known.is_some() {
-            out.write_chunk(py, data, known)?;
+            out.write_chunk(py, data, Some(&chunk), known)?;
         }
     }
     Ok(())
@@ -375,6 +381,7 @@ struct Output {
     state: Arc<Mutex<RespState>>,
     /// The class `write()` raises once the client has gone.
     disconnected_exc: Arc<Py<PyAny>>,
+    returns: Arc<Returns>,
 }
 
 impl Output {
@@ -415,8 +422,16 @@ impl Output {
         });
     }
 
-    /// Send body bytes, waiting for output credit first.
-    fn write_chunk(&self, py: Python<'_>, data: &[u8], known_length: Option<u64>) -> PyResult<()> {
+    /// Send body bytes, waiting for output credit first. `owner` is the
+    /// bytes object `data` is the whole of, if any: a large one is lent
+    /// to the I/O thread instead of copied.
+    fn write_chunk(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        owner: Option<&Bound<'_, PyBytes>>,
+        known_length: Option<u64>,
+    ) -> PyResult<()> {
         {
             let mut st = self.lock();
             if st.status.is_none() {
@@ -431,9 +446,13 @@ impl Output {
         }
         self.finish(known_length);
         if !data.is_empty() {
+            let bytes = match owner {
+                Some(owner) if data.len() >= LEND_MIN => Lent::chunk(owner, &self.returns),
+                _ => data.to_vec().into(),
+            };
             self.events.send(AppEvent::Data {
                 req: self.req,
-                bytes: data.to_vec(),
+                bytes,
             });
         }
         Ok(())
@@ -566,13 +585,14 @@ impl Write {
     /// non-bytes argument fails after the head went out.
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let Ok(bytes) = data.cast::<PyBytes>() else {
-            self.out.write_chunk(py, b"", None)?;
+            self.out.write_chunk(py, b"", None, None)?;
             return Err(PyTypeError::new_err(format!(
                 "write() argument must be bytes, not {}",
                 data.get_type().name()?
             )));
         };
-        self.out.write_chunk(py, bytes.as_bytes(), None)
+        self.out
+            .write_chunk(py, bytes.as_bytes(), Some(bytes), None)
     }
 }
 
