@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 pub mod access_log;
 pub mod environ;
 pub mod lend;
+pub mod log_relay;
 pub mod pool;
 pub mod queue;
 pub mod server;
@@ -16,7 +17,7 @@ pub mod wsgi;
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Route the engine's `log` records to Python's `logging` (loggers
     // "maitre" and "maitre.queue"); a second import keeps the first bridge.
-    let _ = pyo3_log::try_init();
+    log_relay::install(m.py());
     m.add_function(wrap_pyfunction!(settings::parse_settings, m)?)?;
     m.add_function(wrap_pyfunction!(settings::check_combinations, m)?)?;
     m.add_function(wrap_pyfunction!(settings::settings_table, m)?)?;

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use log::{error, warn};
@@ -137,7 +137,7 @@ impl PyPool {
         shared: Arc<Shared>,
         events: EventSender,
     ) -> std::io::Result<Self> {
-        let queue = Arc::new(JobQueue::default());
+        let queue = Arc::new(JobQueue::new(threads));
         shared.returns.set_nudge(queue.clone());
         let state = Arc::new(PoolState {
             requests: Mutex::new(BTreeMap::new()),
@@ -151,7 +151,7 @@ impl PyPool {
                 (queue.clone(), state.clone(), shared.clone(), events.clone());
             thread::Builder::new()
                 .name(format!("maitre-{i}"))
-                .spawn(move || worker(queue, state, shared, events))?;
+                .spawn(move || worker(i, queue, state, shared, events))?;
         }
         let window = i64::try_from(shared.config.outbuf_high_watermark).unwrap_or(i64::MAX);
         let watchdog = match (&shared.config.request_timeout, &shared.timeout_error) {
@@ -266,6 +266,7 @@ fn python_thread_id() -> u64 {
 }
 
 fn worker(
+    me: usize,
     queue: Arc<JobQueue<Queued>>,
     state: Arc<PoolState>,
     shared: Arc<Shared>,
@@ -275,13 +276,13 @@ fn worker(
         let mut came = Came::Started;
         loop {
             shared.returns.release(py);
-            match queue.take(came) {
+            match queue.take(me, came, Instant::now()) {
                 Next::Run((job, ctl)) => {
                     run_job(py, job, &ctl, &state, &shared, &events);
                     came = Came::Finished;
                 }
                 Next::Park => {
-                    py.detach(|| queue.park());
+                    py.detach(|| queue.wait_for_work());
                     came = Came::Woken;
                 }
                 Next::Exit => break,

@@ -1,27 +1,39 @@
 //! The job queue between the I/O thread and the worker threads, and the rule
 //! for when a push wakes a parked worker.
 //!
-//! Every worker needs the GIL to run a job, so waking a second worker while
-//! one is running Python buys a futex round trip and a GIL hand-off, not
-//! parallelism. But a worker can also be blocked outside Python (a sleep, a
-//! database call) and then a queued job needs another thread at once. The
-//! rule that serves both (the "searching worker" rule of work-stealing
-//! schedulers): a push wakes a parked worker only when no other worker is
-//! already awake and on its way to the queue; a worker that takes a job and
-//! leaves more behind wakes the next one the same way. A worker that finishes
-//! a job takes the next one without parking, and without letting go of the
-//! GIL. So under a stream of quick requests one thread holds the GIL and runs
-//! them back to back (others take over at Python's switch interval), and
-//! under slow ones every thread is busy within one wake per job.
+//! Every worker needs the GIL to run a job, so a second worker grabbing the
+//! GIL while the first is running Python buys a GIL convoy (forced switches
+//! every few milliseconds, each thread's caches cold), not parallelism. But a
+//! worker can also be blocked outside Python (a sleep, a database call), and
+//! then a queued job needs another thread at once. The rules:
+//!
+//! - A worker that finishes a job takes the next one without parking and
+//!   without letting go of the GIL.
+//! - A push wakes a parked worker only when no other worker is already on
+//!   its way (the "searching worker" rule of work-stealing schedulers); a
+//!   taker that leaves work behind wakes the next one the same way.
+//! - A woken worker waits on *standby*, without the GIL, while a running
+//!   worker is *fresh* (started its job less than [`STALL`] ago): that one
+//!   will most likely be back for the job first. Once every running job is
+//!   older, the job gets the woken worker. So a quick app runs on one thread
+//!   back to back, and a blocked worker delays a queued job by `STALL` at
+//!   most.
 #![allow(clippy::disallowed_methods)] // worker threads block here, outside the engine
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a running job counts as about to finish (see the module notes).
+pub const STALL: Duration = Duration::from_micros(500);
 
 /// A FIFO of jobs shared by one producer (the I/O thread) and the workers.
 pub struct JobQueue<T> {
     inner: Mutex<Inner<T>>,
     wake: Condvar,
+    /// A standby worker waits on it, with a timeout; notified when a
+    /// running worker finds the queue empty and parks.
+    standby: Condvar,
 }
 
 struct Inner<T> {
@@ -32,12 +44,26 @@ struct Inner<T> {
     tokens: usize,
     /// Workers woken (or about to look) that have not taken a job yet.
     searching: usize,
-    /// Workers running a job.
-    busy: usize,
+    /// When each worker started the job it is running, by worker index.
+    running: Vec<Option<Instant>>,
+    /// Workers waiting in `standby`.
+    standing: usize,
     closed: bool,
 }
 
 impl<T> Inner<T> {
+    fn busy(&self) -> usize {
+        self.running.iter().flatten().count()
+    }
+
+    /// How long until no running job is fresh any more (None: none is).
+    fn fresh_for(&self, now: Instant) -> Option<Duration> {
+        let youngest = self.running.iter().flatten().max()?;
+        STALL
+            .checked_sub(now.saturating_duration_since(*youngest))
+            .filter(|left| !left.is_zero())
+    }
+
     /// Wake one parked worker if work is waiting and nobody is on the way.
     fn wake_if_needed(&mut self, wake: &Condvar) {
         if !self.jobs.is_empty() && self.searching == 0 {
@@ -72,36 +98,37 @@ pub enum Came {
     Started,
     /// Back from a job.
     Finished,
-    /// Back from [`JobQueue::park`].
+    /// Back from [`JobQueue::wait_for_work`].
     Woken,
 }
 
 /// What a worker does next.
 pub enum Next<T> {
     Run(T),
-    /// Nothing queued: park (without the GIL) via [`JobQueue::park`].
+    /// Nothing queued: wait (without the GIL) in [`JobQueue::wait_for_work`].
     Park,
     /// The queue is closed and empty: leave.
     Exit,
 }
 
-impl<T> Default for JobQueue<T> {
-    fn default() -> Self {
+impl<T> JobQueue<T> {
+    /// A queue for `workers` worker threads, numbered from 0.
+    pub fn new(workers: usize) -> Self {
         JobQueue {
             inner: Mutex::new(Inner {
                 jobs: VecDeque::new(),
                 parked: 0,
                 tokens: 0,
                 searching: 0,
-                busy: 0,
+                running: vec![None; workers],
+                standing: 0,
                 closed: false,
             }),
             wake: Condvar::new(),
+            standby: Condvar::new(),
         }
     }
-}
 
-impl<T> JobQueue<T> {
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -118,33 +145,78 @@ impl<T> JobQueue<T> {
         Some(inner.jobs.len())
     }
 
-    /// Take the next job. A woken worker counted as searching until now.
-    pub fn take(&self, came: Came) -> Next<T> {
+    /// Take the next job for worker `me`. A woken worker counted as
+    /// searching until now.
+    pub fn take(&self, me: usize, came: Came, now: Instant) -> Next<T> {
         let mut inner = self.lock();
-        match came {
-            Came::Started => {}
-            Came::Finished => inner.busy -= 1,
-            Came::Woken => inner.searching -= 1,
+        if came == Came::Woken {
+            inner.searching -= 1;
         }
-        match inner.jobs.pop_front() {
+        let job = inner.jobs.pop_front();
+        if let Some(slot) = inner.running.get_mut(me) {
+            *slot = job.as_ref().map(|_| now);
+        }
+        match job {
             Some(job) => {
-                inner.busy += 1;
                 inner.wake_if_needed(&self.wake);
                 Next::Run(job)
             }
-            None if inner.closed => Next::Exit,
-            None => Next::Park,
+            None => {
+                // The job a standby worker waits for was taken, or the
+                // fresh worker is about to park: let it look again now.
+                if inner.standing > 0 {
+                    self.standby.notify_all();
+                }
+                if inner.closed {
+                    Next::Exit
+                } else {
+                    Next::Park
+                }
+            }
         }
     }
 
-    /// Wait (the caller has let go of the GIL) until a push grants a wake-up
-    /// or the queue closes. The caller then calls `take(true)`.
-    pub fn park(&self) {
+    /// Without the GIL, between `take` returning `Park` and the next
+    /// `take(.., Came::Woken, ..)`: park until a push grants a wake-up (or
+    /// the queue closes), then stand by while a fresh running worker is
+    /// likely to take the waiting job itself; if it does and the queue
+    /// empties, park again without ever taking the GIL. Returns counted as
+    /// searching, when a job needs this worker or the queue has closed.
+    pub fn wait_for_work(&self) {
         let mut inner = self.lock();
+        loop {
+            inner = self.park(inner);
+            // Stand by. Still searching, so pushes wake nobody else; a
+            // worker that parks lets us look again at once.
+            loop {
+                if inner.closed {
+                    return;
+                }
+                if inner.jobs.is_empty() {
+                    inner.searching -= 1;
+                    break;
+                }
+                let Some(left) = inner.fresh_for(Instant::now()) else {
+                    return;
+                };
+                inner.standing += 1;
+                inner = self
+                    .standby
+                    .wait_timeout(inner, left)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0);
+                inner.standing -= 1;
+            }
+        }
+    }
+
+    /// Sleep until a wake-up token or the close; returns counted as searching.
+    fn park<'a>(&'a self, inner: MutexGuard<'a, Inner<T>>) -> MutexGuard<'a, Inner<T>> {
+        let mut inner = inner;
         if !inner.jobs.is_empty() || inner.closed {
             // A push came between `take` and here: look again at once.
             inner.searching += 1;
-            return;
+            return inner;
         }
         inner.parked += 1;
         let mut inner = self
@@ -157,13 +229,14 @@ impl<T> JobQueue<T> {
         } else {
             inner.searching += 1; // woken by close
         }
+        inner
     }
 
     /// Wake a parked worker, unless one is running or on its way: it has
     /// something to do between jobs (see `lend::Returns`).
     pub fn nudge(&self) {
         let mut inner = self.lock();
-        if inner.busy == 0 && inner.searching == 0 && !inner.closed {
+        if inner.busy() == 0 && inner.searching == 0 && !inner.closed {
             inner.wake_one(&self.wake);
         }
     }
@@ -184,104 +257,153 @@ mod tests {
     use std::sync::Arc;
     use std::thread;
 
+    fn counts<T>(q: &JobQueue<T>) -> (usize, usize, usize) {
+        let inner = q.lock();
+        (inner.tokens, inner.searching, inner.busy())
+    }
+
     #[test]
     fn a_push_with_nobody_parked_wakes_nobody() {
-        let q = JobQueue::default();
+        let (q, t0) = (JobQueue::new(1), Instant::now());
         assert_eq!(q.push(1), Some(1));
-        assert_eq!(q.lock().searching, 0);
-        assert!(matches!(q.take(Came::Started), Next::Run(1)));
-        assert_eq!(q.lock().busy, 1);
-        assert!(matches!(q.take(Came::Finished), Next::Park));
-        assert_eq!(q.lock().busy, 0);
+        assert_eq!(counts(&q), (0, 0, 0));
+        assert!(matches!(q.take(0, Came::Started, t0), Next::Run(1)));
+        assert_eq!(counts(&q), (0, 0, 1));
+        assert!(matches!(q.take(0, Came::Finished, t0), Next::Park));
+        assert_eq!(counts(&q), (0, 0, 0));
     }
 
     #[test]
-    fn one_searching_worker_at_a_time_then_the_taker_wakes_the_next() {
-        let q = Arc::new(JobQueue::default());
-        let mut parked = Vec::new();
-        for _ in 0..3 {
-            let q2 = q.clone();
-            parked.push(thread::spawn(move || {
-                q2.park();
-                q2.take(Came::Woken)
+    fn one_searching_worker_at_a_time() {
+        let q = JobQueue::new(3);
+        q.lock().parked = 3; // as if three workers waited in `park`
+        for j in 1..=3 {
+            q.push(j);
+        }
+        assert_eq!(
+            counts(&q),
+            (1, 1, 0),
+            "three jobs, three sleepers, one wake-up"
+        );
+        // The woken one takes a job and, seeing more, wakes the next.
+        q.lock().parked = 2;
+        q.lock().tokens = 0;
+        assert!(matches!(
+            q.take(0, Came::Woken, Instant::now()),
+            Next::Run(1)
+        ));
+        assert_eq!(counts(&q), (1, 1, 1));
+    }
+
+    #[test]
+    fn standby_waits_while_a_worker_is_fresh() {
+        let q = JobQueue::new(2);
+        let start = Instant::now();
+        q.push(1);
+        assert!(matches!(q.take(0, Came::Started, start), Next::Run(1)));
+        q.push(2);
+        q.wait_for_work(); // worker 0 is fresh: wait until it is not
+        assert!(
+            Instant::now() >= start + STALL,
+            "returned while worker 0 was fresh"
+        );
+        assert_eq!(counts(&q), (0, 1, 1), "returns searching");
+    }
+
+    #[test]
+    fn freshness_is_the_youngest_running_job_within_stall() {
+        let q = JobQueue::<i32>::new(3);
+        let t0 = Instant::now();
+        assert_eq!(q.lock().fresh_for(t0), None, "nobody running");
+        q.lock().running = vec![Some(t0), None, Some(t0 + STALL / 2)];
+        assert_eq!(q.lock().fresh_for(t0 + STALL / 2), Some(STALL));
+        assert_eq!(q.lock().fresh_for(t0 + STALL), Some(STALL / 2));
+        assert_eq!(q.lock().fresh_for(t0 + STALL * 3 / 2), None, "all stale");
+    }
+
+    #[test]
+    fn parked_workers_wake_take_and_the_pool_drains() {
+        let q = Arc::new(JobQueue::new(3));
+        let mut workers = Vec::new();
+        for me in 0..3 {
+            let q = q.clone();
+            workers.push(thread::spawn(move || {
+                let (mut came, mut done) = (Came::Started, Vec::new());
+                loop {
+                    match q.take(me, came, Instant::now()) {
+                        Next::Run(j) => {
+                            done.push(j);
+                            came = Came::Finished;
+                        }
+                        Next::Park => {
+                            q.wait_for_work();
+                            came = Came::Woken;
+                        }
+                        Next::Exit => return done,
+                    }
+                }
             }));
         }
-        while q.lock().parked < 3 {
+        for j in 0..100 {
+            q.push(j);
+        }
+        while !q.lock().jobs.is_empty() {
             thread::yield_now();
         }
-        {
-            // Three pushes in one critical section: three jobs, three sleepers,
-            // yet a single wake-up.
-            let mut inner = q.lock();
-            for j in 1..=3 {
-                inner.jobs.push_back(j);
-                inner.wake_if_needed(&q.wake);
-            }
-            assert_eq!((inner.tokens, inner.searching), (1, 1));
-        }
-        // Each woken worker takes a job and, seeing more, wakes the next.
-        let mut got: Vec<i32> = parked
+        q.close();
+        let mut all: Vec<i32> = workers
             .into_iter()
-            .map(|h| match h.join().unwrap() {
-                Next::Run(j) => j,
-                _ => panic!("a woken worker found no job"),
-            })
+            .flat_map(|w| w.join().unwrap())
             .collect();
-        got.sort();
-        assert_eq!(got, vec![1, 2, 3]);
-        let inner = q.lock();
-        assert_eq!((inner.parked, inner.tokens, inner.searching), (0, 0, 0));
-    }
-
-    #[test]
-    fn close_wakes_parked_workers_and_returns_the_queue() {
-        let q = Arc::new(JobQueue::<i32>::default());
-        let q2 = q.clone();
-        let h = thread::spawn(move || {
-            q2.park();
-            matches!(q2.take(Came::Woken), Next::Exit)
-        });
-        while q.lock().parked < 1 {
-            thread::yield_now();
-        }
-        assert_eq!(q.close(), Vec::<i32>::new());
-        assert!(h.join().unwrap());
-        assert_eq!(q.push(5), None);
-        assert_eq!(q.lock().searching, 0);
+        all.sort();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
     }
 
     #[test]
     fn a_nudge_wakes_a_worker_only_when_none_is_running_or_on_its_way() {
-        let q = JobQueue::default();
-        q.lock().parked = 2; // as if two workers waited in `park`
+        let q = JobQueue::new(1);
+        q.lock().parked = 2;
         q.nudge();
-        let wakes = |q: &JobQueue<i32>| {
-            let inner = q.lock();
-            (inner.tokens, inner.searching)
-        };
-        assert_eq!(wakes(&q), (1, 1));
+        assert_eq!(counts(&q), (1, 1, 0));
         q.nudge(); // one is already on its way
-        assert_eq!(wakes(&q), (1, 1));
+        assert_eq!(counts(&q), (1, 1, 0));
         {
             let mut inner = q.lock();
-            (inner.parked, inner.tokens, inner.searching) = (2, 0, 0);
+            (inner.tokens, inner.searching) = (0, 0);
         }
         q.push(1);
-        assert!(matches!(q.take(Came::Started), Next::Run(1)));
-        let tokens = q.lock().tokens;
+        {
+            let mut inner = q.lock();
+            (inner.tokens, inner.searching) = (0, 0);
+        }
+        assert!(matches!(
+            q.take(0, Came::Started, Instant::now()),
+            Next::Run(1)
+        ));
         q.nudge(); // a worker is running: it will do it after its job
-        assert_eq!(q.lock().tokens, tokens);
-        assert!(matches!(q.take(Came::Finished), Next::Park));
-        assert_eq!(q.lock().busy, 0);
+        assert_eq!(counts(&q), (0, 0, 1));
+    }
+
+    #[test]
+    fn close_hands_back_queued_jobs_and_refuses_more() {
+        let q = JobQueue::new(1);
+        q.push(4);
+        assert_eq!(q.close(), vec![4]);
+        assert_eq!(q.push(5), None);
+        assert!(matches!(
+            q.take(0, Came::Started, Instant::now()),
+            Next::Exit
+        ));
     }
 
     #[test]
     fn a_push_between_take_and_park_is_not_missed() {
-        let q = JobQueue::default();
-        assert!(matches!(q.take(Came::Started), Next::Park));
+        let q = JobQueue::new(1);
+        let now = Instant::now();
+        assert!(matches!(q.take(0, Came::Started, now), Next::Park));
         q.push(7); // nobody parked yet: no token
-        q.park(); // returns at once, searching
-        assert!(matches!(q.take(Came::Woken), Next::Run(7)));
-        assert_eq!(q.lock().searching, 0);
+        q.wait_for_work(); // returns at once (nobody running), searching
+        assert!(matches!(q.take(0, Came::Woken, now), Next::Run(7)));
+        assert_eq!(counts(&q), (0, 0, 1));
     }
 }

@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyList};
 use crate::config::Config;
 use crate::drivers::mio::{Listener, MioServer, SignalSource, StopHandle, Wiring};
 use crate::python::environ::Template;
+use crate::python::log_relay::Relay;
 use crate::python::pool::PyPool;
 use crate::python::settings;
 use crate::python::wsgi::Shared;
@@ -126,7 +127,9 @@ impl Server {
             server.on_drain(retire_notice(fd)?);
         }
         let mut raised: Option<PyErr> = None;
+        let relay = Relay::start()?;
         let result = py.detach(|| {
+            relay.route_this_thread();
             let result = server.run_with(&mut || {
                 Python::attach(|py| {
                     // A handler may already have run while this thread was in
@@ -150,6 +153,7 @@ impl Server {
             let grace = if graceful { STOP_GRACE } else { Duration::ZERO };
             let stuck = server.executor_mut().shutdown(grace);
             self.stuck.store(stuck, Ordering::Release);
+            relay.finish();
             result
         });
         drop(server);

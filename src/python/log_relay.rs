@@ -1,0 +1,173 @@
+//! Log records written on the I/O thread reach Python's `logging` through a
+//! relay thread. The I/O thread never takes the GIL: a worker may hold it
+//! for a whole switch interval (5 ms), and Waitress's "Task queue depth"
+//! warning alone is one record per request that waits for a thread, so
+//! logging in place halved the throughput of a server with logging on.
+//! Records from any other thread go to `logging` directly.
+#![allow(clippy::disallowed_methods)] // the relay is a thread of its own
+
+use crossbeam_channel::{Receiver, Sender};
+use std::cell::RefCell;
+use std::thread::{self, JoinHandle};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use pyo3::prelude::*;
+
+/// A record taken apart so it can cross threads.
+struct Owned {
+    level: Level,
+    target: String,
+    message: String,
+    module_path: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+impl Owned {
+    fn of(record: &Record<'_>) -> Self {
+        Owned {
+            level: record.level(),
+            target: record.target().to_string(),
+            message: record.args().to_string(),
+            module_path: record.module_path().map(str::to_string),
+            file: record.file().map(str::to_string),
+            line: record.line(),
+        }
+    }
+
+    fn emit(&self) {
+        log::logger().log(
+            &Record::builder()
+                .level(self.level)
+                .target(&self.target)
+                .args(format_args!("{}", self.message))
+                .module_path(self.module_path.as_deref())
+                .file(self.file.as_deref())
+                .line(self.line)
+                .build(),
+        );
+    }
+}
+
+thread_local! {
+    /// Set on a thread whose records go through a relay.
+    static ROUTE: RefCell<Option<Sender<Owned>>> = const { RefCell::new(None) };
+}
+
+/// The process's `log` backend: pyo3-log, behind the relay for routed threads.
+struct RelayLogger {
+    inner: pyo3_log::Logger,
+}
+
+impl Log for RelayLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.inner.enabled(record.metadata()) {
+            return;
+        }
+        let relayed = ROUTE.with(|route| {
+            route
+                .borrow()
+                .as_ref()
+                .is_some_and(|tx| tx.send(Owned::of(record)).is_ok())
+        });
+        if !relayed {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Install the backend (once per process; a second import keeps the first).
+pub fn install(py: Python<'_>) {
+    let Ok(inner) = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels) else {
+        return;
+    };
+    if log::set_boxed_logger(Box::new(RelayLogger { inner })).is_ok() {
+        log::set_max_level(LevelFilter::Debug);
+    }
+}
+
+/// A running relay thread and the way into it.
+pub struct Relay {
+    tx: Option<Sender<Owned>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start() -> std::io::Result<Relay> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = thread::Builder::new()
+            .name("maitre-log".into())
+            .spawn(move || relay(rx))?;
+        Ok(Relay {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Route the calling thread's records through the relay.
+    pub fn route_this_thread(&self) {
+        ROUTE.with(|route| *route.borrow_mut() = self.tx.clone());
+    }
+
+    /// Stop routing this thread, deliver every record sent so far and end
+    /// the relay. Call without the GIL: the relay needs it to finish.
+    pub fn finish(mut self) {
+        ROUTE.with(|route| route.borrow_mut().take());
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Without `finish` (an unwinding caller may hold the GIL): close the
+        // channel and let the thread end by itself.
+        ROUTE.with(|route| route.borrow_mut().take());
+    }
+}
+
+fn relay(records: Receiver<Owned>) {
+    Python::attach(|py| {
+        while let Ok(record) = py.detach(|| records.recv()) {
+            record.emit();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_crosses_threads_whole() {
+        let depth = 3;
+        let owned = Owned::of(
+            &Record::builder()
+                .level(Level::Warn)
+                .target("maitre.queue")
+                .args(format_args!("Task queue depth is {depth}"))
+                .module_path(Some("maitre::python::pool"))
+                .file(Some("src/python/pool.rs"))
+                .line(Some(7))
+                .build(),
+        );
+        let got = thread::spawn(move || owned).join().unwrap();
+        assert_eq!(
+            (got.level, got.target.as_str(), got.message.as_str()),
+            (Level::Warn, "maitre.queue", "Task queue depth is 3")
+        );
+        assert_eq!(got.module_path.as_deref(), Some("maitre::python::pool"));
+        assert_eq!(
+            (got.file.as_deref(), got.line),
+            (Some("src/python/pool.rs"), Some(7))
+        );
+    }
+}
