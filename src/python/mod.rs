@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod environ;
 pub mod lend;
 pub mod log_relay;
+pub mod malloc;
 pub mod pool;
 pub mod queue;
 pub mod server;

@@ -127,6 +127,7 @@ impl Server {
             server.on_drain(retire_notice(fd)?);
         }
         let mut raised: Option<PyErr> = None;
+        crate::python::malloc::tune();
         let relay = Relay::start()?;
         let result = py.detach(|| {
             relay.route_this_thread();
