@@ -48,6 +48,9 @@ struct Inner<T> {
     running: Vec<Option<Instant>>,
     /// Workers waiting in `standby`.
     standing: usize,
+    /// A wake-up was granted by `nudge`: the woken worker must come back
+    /// to its loop even though no job waits.
+    nudged: bool,
     closed: bool,
 }
 
@@ -122,6 +125,7 @@ impl<T> JobQueue<T> {
                 searching: 0,
                 running: vec![None; workers],
                 standing: 0,
+                nudged: false,
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -186,6 +190,9 @@ impl<T> JobQueue<T> {
         let mut inner = self.lock();
         loop {
             inner = self.park(inner);
+            if std::mem::take(&mut inner.nudged) {
+                return;
+            }
             // Stand by. Still searching, so pushes wake nobody else; a
             // worker that parks lets us look again at once.
             loop {
@@ -236,7 +243,8 @@ impl<T> JobQueue<T> {
     /// something to do between jobs (see `lend::Returns`).
     pub fn nudge(&self) {
         let mut inner = self.lock();
-        if inner.busy() == 0 && inner.searching == 0 && !inner.closed {
+        if inner.busy() == 0 && inner.searching == 0 && !inner.closed && inner.parked > 0 {
+            inner.nudged = true;
             inner.wake_one(&self.wake);
         }
     }
@@ -247,6 +255,7 @@ impl<T> JobQueue<T> {
         let mut inner = self.lock();
         inner.closed = true;
         self.wake.notify_all();
+        self.standby.notify_all();
         inner.jobs.drain(..).collect()
     }
 }
@@ -382,6 +391,23 @@ mod tests {
         ));
         q.nudge(); // a worker is running: it will do it after its job
         assert_eq!(counts(&q), (0, 0, 1));
+    }
+
+    #[test]
+    fn a_nudged_worker_comes_back_from_wait_for_work_without_a_job() {
+        let q = Arc::new(JobQueue::<i32>::new(1));
+        let q2 = q.clone();
+        let waiter = thread::spawn(move || {
+            q2.wait_for_work();
+            q2.take(0, Came::Woken, Instant::now())
+        });
+        while q.lock().parked < 1 {
+            thread::yield_now();
+        }
+        q.nudge();
+        assert!(matches!(waiter.join().unwrap(), Next::Park));
+        let inner = q.lock();
+        assert_eq!((inner.searching, inner.tokens, inner.nudged), (0, 0, false));
     }
 
     #[test]

@@ -510,3 +510,26 @@ def test_write_raises_client_disconnected_when_client_goes_away(live):
     client.close()
     assert done.wait(GUARD), "write() kept going after the client left"
     assert isinstance(outcome.get("exc"), ClientDisconnected)
+
+
+# A body of 16 KiB or more is lent to the I/O thread (not copied) and handed
+# back to a worker to release once sent: with every worker idle, one must be
+# woken for it, or the server would pin the app's memory until the next request.
+LENT = b"L" * (64 * 1024)
+
+
+def lent_app(environ, start_response):
+    start_response("200 OK", [("Content-Length", str(len(LENT)))])
+    return [LENT]
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_lent_body_is_released_once_sent_even_when_the_server_is_idle(live, threads):
+    server = live(lent_app, threads=threads)
+    baseline = sys.getrefcount(LENT)
+    with server.connect() as client:
+        for _ in range(3):
+            assert client.request().body == LENT
+    assert wait_for(lambda: sys.getrefcount(LENT) == baseline), (
+        f"{sys.getrefcount(LENT) - baseline} reference(s) still held"
+    )
