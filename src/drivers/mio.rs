@@ -643,6 +643,7 @@ impl<E: Executor> MioServer<E> {
             }
             self.fire_timer();
             self.recheck();
+            self.engine.executor_mut().flush();
         }
     }
 

@@ -168,4 +168,7 @@ pub trait Executor {
     fn timed_out(&mut self, req: ReqId) {
         self.cancel(req);
     }
+    /// Called by a driver at the end of each turn of its loop: an executor
+    /// that collects the jobs of a turn hands them over here, together.
+    fn flush(&mut self) {}
 }

@@ -123,6 +123,8 @@ type Queued = (Job, Arc<ReqCtl>);
 
 pub struct PyPool {
     queue: Arc<JobQueue<Queued>>,
+    /// Jobs dispatched during this turn of the I/O loop (see `flush`).
+    turn: Vec<Queued>,
     /// Present when `request_timeout` is set.
     watchdog: Option<Sender<Stuck>>,
     state: Arc<PoolState>,
@@ -165,6 +167,7 @@ impl PyPool {
         let meter = shared.meter.clone();
         Ok(PyPool {
             queue,
+            turn: Vec::new(),
             watchdog,
             state,
             window,
@@ -176,7 +179,8 @@ impl PyPool {
     /// running ones, as Waitress's dispatcher shutdown does.
     /// Returns how many workers are still inside an app afterwards.
     pub fn shutdown(&mut self, grace: Duration) -> usize {
-        let pending = self.queue.close();
+        let mut pending = self.queue.close();
+        pending.append(&mut self.turn);
         if !pending.is_empty() {
             warn!(target: "maitre", "Canceling {} pending task(s)", pending.len());
         }
@@ -218,14 +222,24 @@ impl Executor for PyPool {
         if let Ok(mut map) = self.state.requests.lock() {
             map.insert(job.req, ctl.clone());
         }
-        let idle = self.state.idle.load(Ordering::Acquire);
         self.meter.queued(); // before the push, so a worker never takes it first
-        match self.queue.push((job, ctl)) {
-            Some(depth) if depth > idle => {
-                warn!(target: "maitre.queue", "Task queue depth is {depth}");
+        self.turn.push((job, ctl));
+    }
+
+    fn flush(&mut self) {
+        if self.turn.is_empty() {
+            return;
+        }
+        let idle = self.state.idle.load(Ordering::Acquire);
+        let count = self.turn.len();
+        match self.queue.push_all(self.turn.drain(..)) {
+            Some(before) => {
+                // Waitress warns for every task that has to wait for a thread.
+                for depth in (before + 1..=before + count).filter(|&d| d > idle) {
+                    warn!(target: "maitre.queue", "Task queue depth is {depth}");
+                }
             }
-            Some(_) => {}
-            None => self.meter.unqueued(1),
+            None => self.meter.unqueued(count),
         }
     }
 

@@ -149,6 +149,19 @@ impl<T> JobQueue<T> {
         Some(inner.jobs.len())
     }
 
+    /// Queue several jobs under one lock, with at most one wake-up. Returns
+    /// the queue depth before them, or None (dropping them) once closed.
+    pub fn push_all(&self, jobs: impl IntoIterator<Item = T>) -> Option<usize> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return None;
+        }
+        let before = inner.jobs.len();
+        inner.jobs.extend(jobs);
+        inner.wake_if_needed(&self.wake);
+        Some(before)
+    }
+
     /// Take the next job for worker `me`. A woken worker counted as
     /// searching until now.
     pub fn take(&self, me: usize, came: Came, now: Instant) -> Next<T> {
@@ -302,6 +315,18 @@ mod tests {
             Next::Run(1)
         ));
         assert_eq!(counts(&q), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_turn_of_jobs_goes_in_under_one_lock_with_one_wake_up() {
+        let q = JobQueue::new(3);
+        q.push(0);
+        q.lock().parked = 3;
+        assert_eq!(q.push_all([1, 2, 3]), Some(1), "the depth before them");
+        assert_eq!(counts(&q), (1, 1, 0));
+        assert_eq!(q.lock().jobs.len(), 4);
+        q.close();
+        assert_eq!(q.push_all([5]), None);
     }
 
     #[test]
