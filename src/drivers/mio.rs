@@ -606,6 +606,9 @@ impl<E: Executor> MioServer<E> {
             if self.engine.is_drained() {
                 return Ok(());
             }
+            // Hand over this turn's jobs (including any a drain dispatched
+            // above) before sleeping.
+            self.engine.executor_mut().flush();
             let timeout = self.timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -643,7 +646,6 @@ impl<E: Executor> MioServer<E> {
             }
             self.fire_timer();
             self.recheck();
-            self.engine.executor_mut().flush();
         }
     }
 

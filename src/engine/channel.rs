@@ -345,7 +345,9 @@ impl Channel {
         let id = self.id;
         let result = incoming.body.fill_with(want, |buf| cx.io.read(id, buf))?;
         if let Ok(n) = result {
-            *left -= n as u64;
+            // `fill_with` keeps at most `want`; a transport that claims more
+            // must not underflow the count.
+            *left = left.saturating_sub(n as u64);
             if *left == 0 && n > 0 {
                 if let Reading::Body(incoming) = std::mem::replace(&mut self.reading, Reading::Head)
                 {

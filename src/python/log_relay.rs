@@ -6,6 +6,8 @@
 //! Records from any other thread go to `logging` directly.
 #![allow(clippy::disallowed_methods)] // the relay is a thread of its own
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::thread::{self, JoinHandle};
@@ -49,6 +51,13 @@ impl Owned {
     }
 }
 
+/// Records a relay in flight may hold before the I/O thread drops new ones
+/// (Python's logging can fall behind: it runs once per GIL turn).
+const RELAY_CAPACITY: usize = 10_000;
+
+/// Records dropped because the relay was full, not yet reported.
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
     /// Set on a thread whose records go through a relay.
     static ROUTE: RefCell<Option<Sender<Owned>>> = const { RefCell::new(None) };
@@ -68,14 +77,16 @@ impl Log for RelayLogger {
         if !self.inner.enabled(record.metadata()) {
             return;
         }
-        let relayed = ROUTE.with(|route| {
-            route
-                .borrow()
-                .as_ref()
-                .is_some_and(|tx| tx.send(Owned::of(record)).is_ok())
-        });
-        if !relayed {
-            self.inner.log(record);
+        let route = ROUTE.with(|route| route.borrow().clone());
+        match route {
+            // A full relay drops the record rather than block the I/O thread
+            // or take the GIL here; the relay reports how many it lost.
+            Some(tx) => {
+                if tx.try_send(Owned::of(record)).is_err() {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => self.inner.log(record),
         }
     }
 
@@ -100,7 +111,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn start() -> std::io::Result<Relay> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(RELAY_CAPACITY);
         let thread = thread::Builder::new()
             .name("maitre-log".into())
             .spawn(move || relay(rx))?;
@@ -136,8 +147,14 @@ impl Drop for Relay {
 
 fn relay(records: Receiver<Owned>) {
     Python::attach(|py| {
-        while let Ok(record) = py.detach(|| records.recv()) {
-            record.emit();
+        // Wait without the GIL; then emit everything waiting in one turn.
+        while let Ok(first) = py.detach(|| records.recv()) {
+            first.emit();
+            records.try_iter().for_each(|record| record.emit());
+            let lost = DROPPED.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                log::warn!(target: "maitre", "{lost} log record(s) dropped: logging could not keep up");
+            }
         }
     });
 }

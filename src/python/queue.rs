@@ -48,13 +48,14 @@ struct Inner<T> {
     running: Vec<Option<Instant>>,
     /// Workers waiting in `standby`.
     standing: usize,
-    /// A wake-up was granted by `nudge`: the woken worker must come back
-    /// to its loop even though no job waits.
-    nudged: bool,
+    /// Set by `nudge`: the next worker to park (or the one woken) comes
+    /// back to its loop instead, even though no job waits.
+    attention: bool,
     closed: bool,
 }
 
 impl<T> Inner<T> {
+    #[cfg(test)]
     fn busy(&self) -> usize {
         self.running.iter().flatten().count()
     }
@@ -125,7 +126,7 @@ impl<T> JobQueue<T> {
                 searching: 0,
                 running: vec![None; workers],
                 standing: 0,
-                nudged: false,
+                attention: false,
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -167,7 +168,8 @@ impl<T> JobQueue<T> {
     pub fn take(&self, me: usize, came: Came, now: Instant) -> Next<T> {
         let mut inner = self.lock();
         if came == Came::Woken {
-            inner.searching -= 1;
+            debug_assert!(inner.searching > 0, "a woken worker was not counted");
+            inner.searching = inner.searching.saturating_sub(1);
         }
         let job = inner.jobs.pop_front();
         if let Some(slot) = inner.running.get_mut(me) {
@@ -203,7 +205,7 @@ impl<T> JobQueue<T> {
         let mut inner = self.lock();
         loop {
             inner = self.park(inner);
-            if std::mem::take(&mut inner.nudged) {
+            if std::mem::take(&mut inner.attention) {
                 return;
             }
             // Stand by. Still searching, so pushes wake nobody else; a
@@ -213,7 +215,8 @@ impl<T> JobQueue<T> {
                     return;
                 }
                 if inner.jobs.is_empty() {
-                    inner.searching -= 1;
+                    debug_assert!(inner.searching > 0, "a standby worker was not counted");
+                    inner.searching = inner.searching.saturating_sub(1);
                     break;
                 }
                 let Some(left) = inner.fresh_for(Instant::now()) else {
@@ -233,8 +236,8 @@ impl<T> JobQueue<T> {
     /// Sleep until a wake-up token or the close; returns counted as searching.
     fn park<'a>(&'a self, inner: MutexGuard<'a, Inner<T>>) -> MutexGuard<'a, Inner<T>> {
         let mut inner = inner;
-        if !inner.jobs.is_empty() || inner.closed {
-            // A push came between `take` and here: look again at once.
+        if !inner.jobs.is_empty() || inner.closed || inner.attention {
+            // A push (or a nudge) came between `take` and here: look again.
             inner.searching += 1;
             return inner;
         }
@@ -252,12 +255,17 @@ impl<T> JobQueue<T> {
         inner
     }
 
-    /// Wake a parked worker, unless one is running or on its way: it has
-    /// something to do between jobs (see `lend::Returns`).
+    /// Bring a worker back to its loop: it has something to do between jobs
+    /// (see `lend::Returns`). A worker about to park comes back at once; a
+    /// parked one is woken unless a fresh worker (back soon) or a searching
+    /// one will pass through its loop first.
     pub fn nudge(&self) {
         let mut inner = self.lock();
-        if inner.busy() == 0 && inner.searching == 0 && !inner.closed && inner.parked > 0 {
-            inner.nudged = true;
+        if inner.closed {
+            return;
+        }
+        inner.attention = true;
+        if inner.searching == 0 && inner.fresh_for(Instant::now()).is_none() {
             inner.wake_one(&self.wake);
         }
     }
@@ -394,9 +402,9 @@ mod tests {
     }
 
     #[test]
-    fn a_nudge_wakes_a_worker_only_when_none_is_running_or_on_its_way() {
-        let q = JobQueue::new(1);
-        q.lock().parked = 2;
+    fn a_nudge_wakes_a_worker_unless_one_will_come_by_soon() {
+        let q = JobQueue::new(2);
+        q.lock().parked = 2; // as if two workers waited in `park`
         q.nudge();
         assert_eq!(counts(&q), (1, 1, 0));
         q.nudge(); // one is already on its way
@@ -414,8 +422,31 @@ mod tests {
             q.take(0, Came::Started, Instant::now()),
             Next::Run(1)
         ));
-        q.nudge(); // a worker is running: it will do it after its job
+        q.nudge(); // worker 0 is fresh: it will pass through its loop first
         assert_eq!(counts(&q), (0, 0, 1));
+        // A long job does not hold the release up.
+        q.push(2);
+        q.lock().tokens = 0;
+        q.lock().searching = 0;
+        let long_ago = Instant::now() - STALL * 2;
+        assert!(matches!(q.take(1, Came::Started, long_ago), Next::Run(2)));
+        q.lock().running[0] = Some(long_ago);
+        q.nudge();
+        assert_eq!(counts(&q), (1, 1, 2));
+    }
+
+    #[test]
+    fn a_worker_about_to_park_comes_back_for_a_nudge() {
+        let q = JobQueue::<i32>::new(1);
+        assert!(matches!(
+            q.take(0, Came::Started, Instant::now()),
+            Next::Park
+        ));
+        q.nudge(); // nobody parked yet: no token, but attention
+        q.wait_for_work(); // returns at once
+        assert!(!q.lock().attention, "taken by the worker");
+        assert!(matches!(q.take(0, Came::Woken, Instant::now()), Next::Park));
+        assert_eq!(counts(&q), (0, 0, 0));
     }
 
     #[test]
@@ -432,7 +463,10 @@ mod tests {
         q.nudge();
         assert!(matches!(waiter.join().unwrap(), Next::Park));
         let inner = q.lock();
-        assert_eq!((inner.searching, inner.tokens, inner.nudged), (0, 0, false));
+        assert_eq!(
+            (inner.searching, inner.tokens, inner.attention),
+            (0, 0, false)
+        );
     }
 
     #[test]

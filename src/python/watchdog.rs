@@ -49,7 +49,7 @@ fn watch(rx: Receiver<Stuck>, state: Arc<PoolState>, exception: Py<PyAny>, logge
 
 /// Log the stuck thread's stack and raise `exception` in it. Runs with the
 /// GIL, as does the worker's end-of-request bookkeeping ([`finish_request`]),
-/// so the request cannot end between the check and the raise.
+/// so the request cannot end between the last check and the raise.
 fn interrupt(
     py: Python<'_>,
     state: &PoolState,
@@ -71,6 +71,12 @@ fn interrupt(
             exception.getattr("__name__")?
         ),),
     )?;
+    // Logging ran Python code, which may have let go of the GIL: look again
+    // with no Python in between, or the exception would hit the thread's
+    // next request (workers keep their thread state for life).
+    if !state.is_running(stuck.req) {
+        return Ok(());
+    }
     // SAFETY: called with the GIL held; `exception` is a live exception class.
     unsafe {
         pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, exception.as_ptr());
