@@ -535,7 +535,7 @@ class Master:
         except BaseException:
             logger.exception("Worker with pid %d failed", os.getpid())
         finally:
-            _exit(status)
+            exit_now(status)
 
 
 class _MasterMetrics:
@@ -681,7 +681,7 @@ class _WorkerProcess:
         if serving:
             self.server.close()
         else:
-            _exit(0)  # still loading the application: nothing to drain
+            exit_now(0)  # still loading the application: nothing to drain
 
 
 def _drain_fd(fd):
@@ -693,9 +693,13 @@ def _drain_fd(fd):
             return
 
 
-def _exit(status):
-    """End a worker without returning into the master's code, its atexit
-    hooks or interpreter finalization (which native threads must not see)."""
+def exit_now(status):
+    """End the process without returning into the caller's code, its atexit
+    hooks or interpreter finalization. A worker thread still inside an app
+    (past the shutdown grace) would otherwise return into a finalizing
+    interpreter, which ends native threads in a way that aborts the process.
+    Waitress's daemon threads simply die with the process; this is the same
+    outcome, minus atexit hooks. Used by forked workers and by maitre-serve."""
     try:
         logging.shutdown()
     except Exception:

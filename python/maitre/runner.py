@@ -172,7 +172,7 @@ def run(argv=sys.argv, _serve=serve):
     stuck_before = _server.stuck_workers
     _serve(app, **kw)
     if _server.stuck_workers > stuck_before:
-        _exit_now(0)
+        _master.exit_now(0)
     return 0
 
 
@@ -199,18 +199,3 @@ def _load_in_worker(app_name, call):
         show_exception(sys.stderr)
         raise SystemExit(_master.BOOT_ERROR) from exc
     return app() if call else app
-
-
-def _exit_now(status):
-    """End the process without finalizing the interpreter. A worker still
-    inside an app (past the shutdown grace) would otherwise return into a
-    finalizing interpreter, which ends native threads in a way that aborts
-    the process. Waitress's daemon threads simply die with the process; this
-    is the same outcome, minus atexit hooks."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(status)

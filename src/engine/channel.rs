@@ -349,10 +349,7 @@ impl Channel {
             // must not underflow the count.
             *left = left.saturating_sub(n as u64);
             if *left == 0 && n > 0 {
-                if let Reading::Body(incoming) = std::mem::replace(&mut self.reading, Reading::Head)
-                {
-                    self.finish_body(*incoming);
-                }
+                self.end_body();
             }
         }
         Some(result)
@@ -462,13 +459,16 @@ impl Channel {
             }
         };
         if finished {
-            let Reading::Body(incoming) = std::mem::replace(&mut self.reading, Reading::Head)
-            else {
-                return None;
-            };
-            self.finish_body(*incoming);
+            self.end_body();
         }
         Some(used)
+    }
+
+    /// The body being read is complete: queue its request, read heads again.
+    fn end_body(&mut self) {
+        if let Reading::Body(incoming) = std::mem::replace(&mut self.reading, Reading::Head) {
+            self.finish_body(*incoming);
+        }
     }
 
     fn finish_body(&mut self, incoming: Incoming) {

@@ -138,16 +138,11 @@ impl<T> JobQueue<T> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue a job; returns the queue depth after the push, or None (and
-    /// drops the job) once the queue is closed.
-    pub fn push(&self, job: T) -> Option<usize> {
-        let mut inner = self.lock();
-        if inner.closed {
-            return None;
-        }
-        inner.jobs.push_back(job);
-        inner.wake_if_needed(&self.wake);
-        Some(inner.jobs.len())
+    /// Queue one job; the queue depth after it (tests: the pool queues a
+    /// turn's jobs with `push_all`).
+    #[cfg(test)]
+    fn push(&self, job: T) -> Option<usize> {
+        self.push_all([job]).map(|before| before + 1)
     }
 
     /// Queue several jobs under one lock, with at most one wake-up. Returns

@@ -25,6 +25,15 @@ needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix 
 
 
 @pytest.fixture
+def processes():
+    """A list for the test to put server processes in; each is killed at the end."""
+    started = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
 def short_tmp():
     """A directory with a short path: Unix socket paths are limited to ~100
     bytes, which pytest's tmp_path can exceed."""

@@ -14,14 +14,6 @@ from apps.live import GUARD, Process, connect, wait_for
 CLIENTS = 50
 
 
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 def serve(processes, *args):
     proc = Process.maitre_serve("--listen=127.0.0.1:0", *args, "apps.slow:app")
     processes.append(proc)

@@ -17,14 +17,6 @@ def connect(port):
     return connect_to(("127.0.0.1", port))
 
 
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 def start(processes, *args, module=False):
     if module:
         proc = Process([sys.executable, "-m", "maitre", *args])
