@@ -5,6 +5,7 @@
 //! copes by always working until `WouldBlock` (see `Channel::pump`).
 #![allow(clippy::disallowed_methods)] // the driver is where sockets, clocks and time live
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use crate::engine::{
 use crate::metrics::Meter;
 
 const WAKER: Token = Token(usize::MAX);
-const SIGNALS: Token = Token(usize::MAX - 1);
+pub const SIGNALS: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
 
 /// A listening socket before it joins a driver.
@@ -407,27 +408,64 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 /// Real time: `Instant` for timeouts, the system clock for `Date`.
+///
+/// Each is read once per turn of the loop (see `refresh`), not at every
+/// engine call: a request passes through the engine half a dozen times, and
+/// timeouts and a once-a-second `Date` need no finer time than a turn.
 pub struct MioClock {
     start: Instant,
+    now: Cell<Option<Timestamp>>,
+    wall: Cell<Option<SystemTime>>,
+}
+
+impl MioClock {
+    fn new() -> Self {
+        MioClock {
+            start: Instant::now(),
+            now: Cell::new(None),
+            wall: Cell::new(None),
+        }
+    }
+
+    /// Forget the readings: time has passed (a poll, another thread's job).
+    fn refresh(&self) {
+        self.now.set(None);
+        self.wall.set(None);
+    }
 }
 
 impl Clock for MioClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.start.elapsed())
+        if let Some(now) = self.now.get() {
+            return now;
+        }
+        let now = Timestamp(self.start.elapsed());
+        self.now.set(Some(now));
+        now
     }
     fn wall(&self) -> SystemTime {
-        SystemTime::now()
+        if let Some(wall) = self.wall.get() {
+            return wall;
+        }
+        let wall = SystemTime::now();
+        self.wall.set(Some(wall));
+        wall
     }
 }
 
 /// Sends app events to the I/O thread from any thread, waking it at most
 /// once per batch: a wake is only needed when the driver has not already
 /// been told that events are waiting.
+///
+/// The wake itself (an eventfd write, and a context switch for the woken
+/// thread) is only paid when the loop may be asleep in `poll`: a loop that
+/// is busy, or between turns, finds the events on its next turn anyway.
 #[derive(Clone)]
 pub struct EventSender {
     tx: Sender<AppEvent>,
     waker: Arc<Waker>,
     flagged: Arc<AtomicBool>,
+    sleeping: Arc<AtomicBool>,
 }
 
 impl EventSender {
@@ -436,7 +474,10 @@ impl EventSender {
         if self.tx.send(ev).is_err() {
             return false;
         }
-        if !self.flagged.swap(true, Ordering::AcqRel) {
+        // SeqCst pairs with the loop's `sleeping` store and `flagged` load
+        // before it sleeps (see `MioServer::poll`): either it sees our flag
+        // and does not sleep, or we see it sleeping and wake it.
+        if !self.flagged.swap(true, Ordering::SeqCst) && self.sleeping.load(Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
         true
@@ -475,9 +516,14 @@ pub struct MioServer<E: Executor> {
     engine: Engine<MioTransport, MioClock, E>,
     events: Receiver<AppEvent>,
     flagged: Arc<AtomicBool>,
+    /// Set while `poll` may block (see `EventSender`).
+    sleeping: Arc<AtomicBool>,
     stop: Arc<AtomicUsize>,
     waker: Arc<Waker>,
     drain_notice: Option<DrainNotice>,
+    /// The drain notice has run.
+    noticed: bool,
+    events_buf: Events,
 }
 
 /// The channel ends an executor needs before the server exists.
@@ -493,11 +539,11 @@ impl Wiring {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, events) = mpsc::channel();
-        let flagged = Arc::new(AtomicBool::new(false));
         let sender = EventSender {
             tx,
             waker: waker.clone(),
-            flagged,
+            flagged: Arc::new(AtomicBool::new(false)),
+            sleeping: Arc::new(AtomicBool::new(false)),
         };
         let stop = StopHandle {
             stop: Arc::new(AtomicUsize::new(0)),
@@ -525,18 +571,19 @@ impl<E: Executor> MioServer<E> {
     ) -> io::Result<Self> {
         let registry = wiring.poll.registry().try_clone()?;
         let transport = MioTransport::new(registry, listeners)?;
-        let clock = MioClock {
-            start: Instant::now(),
-        };
+        let clock = MioClock::new();
         Ok(MioServer {
             signals: None,
             engine: Engine::new(config, transport, clock, exec),
             poll: wiring.poll,
             events: wiring.events,
             flagged: wiring.sender.flagged.clone(),
+            sleeping: wiring.sender.sleeping.clone(),
             stop: wiring.stop.stop.clone(),
             waker: wiring.stop.waker.clone(),
             drain_notice: None,
+            noticed: false,
+            events_buf: Events::with_capacity(1024),
         })
     }
 
@@ -588,65 +635,121 @@ impl<E: Executor> MioServer<E> {
     /// has closed; at once on a second request. `on_signal` is called when
     /// the signal source fires.
     pub fn run_with(&mut self, on_signal: &mut dyn FnMut() -> bool) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        let mut noticed = false;
         loop {
-            match self.stop.load(Ordering::Acquire) {
-                0 => {}
-                1 => self.begin_drain(),
-                _ => return Ok(()),
+            if let Some(result) = self.turn(true, on_signal) {
+                return result;
             }
-            if self.engine.is_draining() && !noticed {
-                noticed = true;
-                let retiring = self.engine.is_retiring();
-                if let Some(notice) = &mut self.drain_notice {
-                    notice(retiring);
-                }
-            }
-            if self.engine.is_drained() {
-                return Ok(());
-            }
-            // Hand over this turn's jobs (including any a drain dispatched
-            // above) before sleeping.
-            self.engine.executor_mut().flush();
-            let timeout = self.timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let mut acceptable = false;
-            for ev in events.iter() {
-                if is_listener(ev.token()) {
-                    // Accept after the rest of the batch (see `Engine::on_acceptable`).
-                    acceptable = true;
-                    continue;
-                }
-                if ev.token() == SIGNALS {
-                    if let Some(source) = &self.signals {
-                        source.drain();
-                    }
-                    if on_signal() {
-                        self.stop.fetch_add(1, Ordering::AcqRel);
-                    }
-                    continue;
-                }
-                if ev.token() == WAKER {
-                    continue;
-                }
-                if self.engine.transport_mut().note_event(ev) {
-                    self.dispatch(ev.token());
-                }
-            }
-            self.drain_app_events();
-            if acceptable {
-                let engine = &mut self.engine;
-                guarded(|| engine.on_acceptable());
-            }
-            self.fire_timer();
-            self.recheck();
         }
+    }
+
+    /// One turn of the loop: poll (sleeping until the next event or deadline
+    /// if `wait`, else not at all), then hand every event to the engine.
+    /// Returns the outcome once the server has finished: drained after a
+    /// graceful stop, or stopped at once. `on_signal` is as for `run_with`.
+    pub fn turn(
+        &mut self,
+        wait: bool,
+        on_signal: &mut dyn FnMut() -> bool,
+    ) -> Option<io::Result<()>> {
+        self.engine.clock().refresh();
+        match self.stop.load(Ordering::Acquire) {
+            0 => {}
+            1 => self.begin_drain(),
+            _ => return Some(Ok(())),
+        }
+        if self.engine.is_draining() && !self.noticed {
+            self.noticed = true;
+            let retiring = self.engine.is_retiring();
+            if let Some(notice) = &mut self.drain_notice {
+                notice(retiring);
+            }
+        }
+        if self.engine.is_drained() {
+            return Some(Ok(()));
+        }
+        // Hand over this turn's jobs (including any a drain dispatched
+        // above) before sleeping.
+        self.engine.executor_mut().flush();
+        let mut events = std::mem::replace(&mut self.events_buf, Events::with_capacity(0));
+        let polled = self.poll(&mut events, wait);
+        self.engine.clock().refresh();
+        let outcome = match polled {
+            Ok(()) => {
+                self.handle(&events, on_signal);
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(Err(e)),
+        };
+        self.events_buf = events;
+        // The jobs this turn dispatched go out now: the caller may run them.
+        self.engine.executor_mut().flush();
+        outcome
+    }
+
+    /// Half a turn, without polling: hand the app events that arrived to the
+    /// engine (which writes them out) and queue the jobs that follow (a
+    /// pipelined request). For a thread between jobs that has more to run:
+    /// it polls once it runs out.
+    pub fn settle(&mut self) {
+        self.engine.clock().refresh();
+        self.drain_app_events();
+        self.recheck();
+        self.engine.executor_mut().flush();
+    }
+
+    /// Poll, marked as sleeping while the call may block (see `EventSender`).
+    fn poll(&mut self, events: &mut Events, wait: bool) -> io::Result<()> {
+        let timeout = if wait {
+            self.timeout()
+        } else {
+            Some(Duration::ZERO)
+        };
+        if timeout == Some(Duration::ZERO) {
+            return self.poll.poll(events, timeout);
+        }
+        self.sleeping.store(true, Ordering::SeqCst);
+        let timeout = if self.flagged.load(Ordering::SeqCst) {
+            Some(Duration::ZERO) // app events arrived: no sleeping
+        } else {
+            timeout
+        };
+        let result = self.poll.poll(events, timeout);
+        self.sleeping.store(false, Ordering::Relaxed);
+        result
+    }
+
+    fn handle(&mut self, events: &Events, on_signal: &mut dyn FnMut() -> bool) {
+        let mut acceptable = false;
+        for ev in events.iter() {
+            if is_listener(ev.token()) {
+                // Accept after the rest of the batch (see `Engine::on_acceptable`).
+                acceptable = true;
+                continue;
+            }
+            if ev.token() == SIGNALS {
+                if let Some(source) = &self.signals {
+                    source.drain();
+                }
+                if on_signal() {
+                    self.stop.fetch_add(1, Ordering::AcqRel);
+                }
+                continue;
+            }
+            if ev.token() == WAKER {
+                continue;
+            }
+            if self.engine.transport_mut().note_event(ev) {
+                self.dispatch(ev.token());
+            }
+        }
+        self.drain_app_events();
+        if acceptable {
+            let engine = &mut self.engine;
+            guarded(|| engine.on_acceptable());
+        }
+        self.fire_timer();
+        self.recheck();
     }
 
     /// Pump the connections whose interest widened while they were already
@@ -688,7 +791,7 @@ impl<E: Executor> MioServer<E> {
     }
 
     fn drain_app_events(&mut self) {
-        self.flagged.store(false, Ordering::Release);
+        self.flagged.store(false, Ordering::SeqCst);
         let batch: Vec<AppEvent> = self.events.try_iter().collect();
         if !batch.is_empty() {
             let engine = &mut self.engine;
@@ -740,14 +843,14 @@ impl SignalSource {
     }
 
     #[cfg(unix)]
-    fn register(&self, registry: &Registry) -> io::Result<()> {
+    pub fn register(&self, registry: &Registry) -> io::Result<()> {
         use std::os::unix::io::AsRawFd;
         let fd = self.stream.as_raw_fd();
         registry.register(&mut mio::unix::SourceFd(&fd), SIGNALS, Interest::READABLE)
     }
 
     #[cfg(windows)]
-    fn register(&self, registry: &Registry) -> io::Result<()> {
+    pub fn register(&self, registry: &Registry) -> io::Result<()> {
         // mio on Windows polls only its own socket types: watch a clone.
         let clone = self.stream.try_clone()?;
         let mut watched = mio::net::TcpStream::from_std(clone);
@@ -757,7 +860,7 @@ impl SignalSource {
     }
 
     /// Empty the socket so the next signal makes it readable again.
-    fn drain(&self) {
+    pub fn drain(&self) {
         let mut buf = [0u8; 64];
         let mut stream: &_ = &*self.stream;
         while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}

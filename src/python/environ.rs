@@ -28,6 +28,86 @@ pub struct Template {
     proxy: ProxySettings,
     bytes_io: Py<PyAny>,
     open: Py<PyAny>,
+    peer: PeerCache,
+}
+
+/// Keys every request sets (or, for SERVER_PORT, removes): the template has
+/// them, with None, so that its copies are born big enough.
+const PER_REQUEST: [&str; 12] = [
+    "REQUEST_METHOD",
+    "SERVER_PROTOCOL",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "REMOTE_ADDR",
+    "REMOTE_HOST",
+    "REMOTE_PORT",
+    "SERVER_PORT",
+    "wsgi.input",
+    "maitre.client_disconnected",
+    "waitress.client_disconnected",
+];
+
+/// The last client address as a Python string: clients come back (keep-alive,
+/// or many connections from one proxy), and formatting an address is not free.
+#[derive(Default)]
+struct PeerCache {
+    last: std::sync::Mutex<Option<(std::net::IpAddr, Py<PyString>)>>,
+}
+
+impl PeerCache {
+    /// REMOTE_ADDR and REMOTE_PORT for `peer`.
+    fn strings<'py>(
+        &self,
+        py: Python<'py>,
+        peer: &Peer,
+    ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+        let Peer::Tcp(a) = peer else {
+            // Waitress's quirk (kept): Unix clients are "localhost" with port "None".
+            return (
+                intern!(py, "localhost").clone(),
+                intern!(py, "None").clone(),
+            );
+        };
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let addr = match &*last {
+            Some((ip, s)) if *ip == a.ip() => s.bind(py).clone(),
+            _ => {
+                let s = PyString::new(py, &a.ip().to_string());
+                *last = Some((a.ip(), s.clone().unbind()));
+                s
+            }
+        };
+        drop(last);
+        let mut digits = itoa_port(a.port());
+        (addr, PyString::new(py, digits.as_str()))
+    }
+}
+
+/// A port number in decimal, without `fmt`.
+struct PortDigits {
+    buf: [u8; 5],
+    start: usize,
+}
+
+impl PortDigits {
+    fn as_str(&mut self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
+    }
+}
+
+fn itoa_port(mut port: u16) -> PortDigits {
+    let mut buf = [0u8; 5];
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (port % 10) as u8;
+        port /= 10;
+        if port == 0 {
+            break;
+        }
+    }
+    PortDigits { buf, start }
 }
 
 impl Template {
@@ -51,6 +131,9 @@ impl Template {
         // Decision: "" rather than Waitress's None when ident is empty (PEP 3333).
         base.set_item("SERVER_SOFTWARE", config.ident.as_deref().unwrap_or(""))?;
         base.set_item("SCRIPT_NAME", &config.url_prefix)?;
+        for key in PER_REQUEST {
+            base.set_item(key, py.None())?;
+        }
         let io = py.import("io")?;
         Ok(Template {
             base: base.unbind(),
@@ -64,6 +147,7 @@ impl Template {
             proxy: ProxySettings::from_config(config),
             bytes_io: io.getattr("BytesIO")?.unbind(),
             open: io.getattr("open")?.unbind(),
+            peer: PeerCache::default(),
         })
     }
 
@@ -73,9 +157,12 @@ impl Template {
     pub fn environ<'py>(
         &self,
         py: Python<'py>,
-        job: Job,
+        job: &mut Job,
         ctl: &Arc<ReqCtl>,
     ) -> PyResult<Environ<'py>> {
+        // A copy of a dict that already holds every per-request key (see
+        // `PER_REQUEST`): its table is cloned whole, and the sets below
+        // replace values instead of inserting and growing it.
         let env = self.base.bind(py).copy()?;
         let head = &job.head;
         env.set_item(
@@ -88,13 +175,14 @@ impl Template {
         env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
         env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &target.query))?;
         env.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target))?;
-        let forwarded = match self.forwarded(py, &job) {
+        let forwarded = match self.forwarded(py, job) {
             Ok(f) => f,
             Err(body) => return Ok(Environ::Malformed(body)),
         };
-        self.set_peer(py, &env, &job, forwarded.as_ref())?;
-        self.set_headers(py, &env, &job, forwarded.as_ref())?;
-        env.set_item(intern!(py, "wsgi.input"), self.input(py, job.body)?)?;
+        self.set_peer(py, &env, job, forwarded.as_ref())?;
+        self.set_headers(py, &env, job, forwarded.as_ref())?;
+        let body = std::mem::replace(&mut job.body, Body::Empty);
+        env.set_item(intern!(py, "wsgi.input"), self.input(py, body)?)?;
         let check = Bound::new(py, DisconnectedCheck { ctl: ctl.clone() })?;
         env.set_item(intern!(py, "maitre.client_disconnected"), &check)?;
         env.set_item(intern!(py, "waitress.client_disconnected"), &check)?;
@@ -164,12 +252,13 @@ impl Template {
             env.set_item(intern!(py, "wsgi.url_scheme"), p.url_scheme.as_ref())?;
             return Ok(());
         }
-        let (addr, port) = peer_strings(&job.peer);
+        let (addr, port) = self.peer.strings(py, &job.peer);
         env.set_item(intern!(py, "REMOTE_ADDR"), &addr)?;
         env.set_item(intern!(py, "REMOTE_HOST"), &addr)?;
         env.set_item(intern!(py, "REMOTE_PORT"), port)?;
-        if let Some(p) = self.server_ports.get(job.listener.0) {
-            env.set_item(intern!(py, "SERVER_PORT"), p.bind(py))?;
+        match self.server_ports.get(job.listener.0) {
+            Some(p) => env.set_item(intern!(py, "SERVER_PORT"), p.bind(py))?,
+            None => env.del_item(intern!(py, "SERVER_PORT"))?,
         }
         Ok(())
     }

@@ -1,10 +1,10 @@
-//! Large response bodies cross to the I/O thread without a copy: the engine
+//! Large response bodies cross to the I/O loop without a copy: the engine
 //! gets a view of the app's `bytes` object, kept alive until it is sent.
 //!
-//! Letting go of a Python object needs the GIL, which the I/O thread never
+//! Letting go of a Python object needs the GIL, which the I/O loop never
 //! takes. So a sent body goes back on a [`Returns`] list that the workers
 //! empty between jobs (they hold the GIL then); when every worker is parked,
-//! the I/O thread nudges one awake to do it, so idle memory is not pinned.
+//! the loop nudges one awake to do it, so idle memory is not pinned.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -1,15 +1,15 @@
-//! Log records written on the I/O thread reach Python's `logging` through a
-//! relay thread. The I/O thread never takes the GIL: a worker may hold it
-//! for a whole switch interval (5 ms), and Waitress's "Task queue depth"
-//! warning alone is one record per request that waits for a thread, so
-//! logging in place halved the throughput of a server with logging on.
-//! Records from any other thread go to `logging` directly.
+//! Log records written while driving the I/O loop reach Python's `logging`
+//! through a relay thread. The loop never waits for the GIL: a worker may
+//! hold it for a whole switch interval (5 ms), and Waitress's "Task queue
+//! depth" warning alone is one record per request that waits for a thread,
+//! so logging in place halved the throughput of a server with logging on.
+//! Records written anywhere else (an app's thread) go to `logging` directly.
 #![allow(clippy::disallowed_methods)] // the relay is a thread of its own
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::thread::{self, JoinHandle};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -59,8 +59,10 @@ const RELAY_CAPACITY: usize = 10_000;
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// Set on a thread whose records go through a relay.
-    static ROUTE: RefCell<Option<Sender<Owned>>> = const { RefCell::new(None) };
+    /// The relay this thread's records go to while `ROUTING` is set (kept
+    /// between turns: cloning a sender costs a shared atomic each time).
+    static ROUTE: RefCell<Option<Sender<Msg>>> = const { RefCell::new(None) };
+    static ROUTING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The process's `log` backend: pyo3-log, behind the relay for routed threads.
@@ -77,12 +79,16 @@ impl Log for RelayLogger {
         if !self.inner.enabled(record.metadata()) {
             return;
         }
-        let route = ROUTE.with(|route| route.borrow().clone());
+        let route = if ROUTING.with(Cell::get) {
+            ROUTE.with(|route| route.borrow().clone())
+        } else {
+            None
+        };
         match route {
             // A full relay drops the record rather than block the I/O thread
             // or take the GIL here; the relay reports how many it lost.
             Some(tx) => {
-                if tx.try_send(Owned::of(record)).is_err() {
+                if tx.try_send(Some(Owned::of(record))).is_err() {
                     DROPPED.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -103,9 +109,12 @@ pub fn install(py: Python<'_>) {
     }
 }
 
+/// A record, or None: the relay ends (see `Relay::finish`).
+type Msg = Option<Owned>;
+
 /// A running relay thread and the way into it.
 pub struct Relay {
-    tx: Option<Sender<Owned>>,
+    tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -121,16 +130,17 @@ impl Relay {
         })
     }
 
-    /// Route the calling thread's records through the relay.
-    pub fn route_this_thread(&self) {
-        ROUTE.with(|route| *route.borrow_mut() = self.tx.clone());
+    /// A way into the relay for other threads (see [`Route::enter`]).
+    pub fn route(&self) -> Route {
+        Route(self.tx.clone())
     }
 
-    /// Stop routing this thread, deliver every record sent so far and end
-    /// the relay. Call without the GIL: the relay needs it to finish.
+    /// Deliver every record sent so far and end the relay, whoever still
+    /// holds a [`Route`]. Call without the GIL: the relay needs it to finish.
     pub fn finish(mut self) {
-        ROUTE.with(|route| route.borrow_mut().take());
-        self.tx = None;
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(None);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -141,19 +151,61 @@ impl Drop for Relay {
     fn drop(&mut self) {
         // Without `finish` (an unwinding caller may hold the GIL): close the
         // channel and let the thread end by itself.
-        ROUTE.with(|route| route.borrow_mut().take());
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.try_send(None);
+        }
     }
 }
 
-fn relay(records: Receiver<Owned>) {
+/// A clonable way into a relay, for the threads that take turns at the loop.
+#[derive(Clone)]
+pub struct Route(Option<Sender<Msg>>);
+
+impl Route {
+    /// Send the calling thread's records through the relay until the guard
+    /// is dropped.
+    pub fn enter(&self) -> Routed {
+        ROUTE.with(|route| {
+            let mut route = route.borrow_mut();
+            if route.is_none() {
+                *route = self.0.clone();
+            }
+        });
+        ROUTING.with(|on| on.set(true));
+        Routed(())
+    }
+}
+
+/// While alive, this thread's records go through the relay.
+pub struct Routed(());
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        ROUTING.with(|on| on.set(false));
+    }
+}
+
+fn relay(records: Receiver<Msg>) {
     Python::attach(|py| {
         // Wait without the GIL; then emit everything waiting in one turn.
-        while let Ok(first) = py.detach(|| records.recv()) {
+        while let Ok(Some(first)) = py.detach(|| records.recv()) {
             first.emit();
-            records.try_iter().for_each(|record| record.emit());
+            let mut ended = false;
+            for msg in records.try_iter() {
+                match msg {
+                    Some(record) => record.emit(),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
             let lost = DROPPED.swap(0, Ordering::Relaxed);
             if lost > 0 {
                 log::warn!(target: "maitre", "{lost} log record(s) dropped: logging could not keep up");
+            }
+            if ended {
+                break;
             }
         }
     });

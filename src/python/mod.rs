@@ -3,6 +3,7 @@ use pyo3::prelude::*;
 
 pub mod access_log;
 pub mod environ;
+pub mod lead;
 pub mod lend;
 pub mod log_relay;
 pub mod malloc;

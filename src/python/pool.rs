@@ -1,10 +1,12 @@
-//! The worker pool: `threads` OS threads that run the WSGI app.
+//! The worker pool: `threads + 1` OS threads that run the WSGI app, at most
+//! `threads` at once, and take turns at the I/O loop (see `lead`).
 //!
-//! The I/O thread never holds the GIL: it hands parsed requests over a
-//! [`JobQueue`]. A worker attaches to Python once for its whole life (a
-//! thread state per request would cost an mmap, a munmap and a TLB shootdown
-//! each time), runs jobs back to back while any are queued, and lets go of
-//! the GIL only to park, to wait for output credit, or when Python asks.
+//! Whoever drives the loop does so without the GIL and queues parsed
+//! requests on a [`JobQueue`]. A worker attaches to Python once for its whole
+//! life (a thread state per request would cost an mmap, a munmap and a TLB
+//! shootdown each time), runs jobs back to back while any are queued, and
+//! lets go of the GIL only to park, to hold the lead, to wait for output
+//! credit, or when Python asks.
 #![allow(clippy::disallowed_methods)] // the pool is where the threads live
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use pyo3::prelude::*;
 use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, Executor, Job, ReqId};
 use crate::metrics::Meter;
+use crate::python::lead::{Held, Lead};
 use crate::python::queue::{Came, JobQueue, Next};
 use crate::python::watchdog::{self, Stuck};
 use crate::python::wsgi::{self, Shared};
@@ -119,7 +122,7 @@ impl PoolState {
     }
 }
 
-type Queued = (Job, Arc<ReqCtl>);
+pub type Queued = (Job, Arc<ReqCtl>);
 
 pub struct PyPool {
     queue: Arc<JobQueue<Queued>>,
@@ -132,29 +135,58 @@ pub struct PyPool {
     meter: Meter,
 }
 
+/// What the pool's threads share, before they start (see [`Crew::start`]).
+pub struct Crew {
+    queue: Arc<JobQueue<Queued>>,
+    state: Arc<PoolState>,
+    shared: Arc<Shared>,
+    events: EventSender,
+}
+
+impl Crew {
+    /// Start the threads: `threads` slots for jobs, plus one, so a thread is
+    /// always free to take the lead. Called from `Server.run()`.
+    pub fn start(self, lead: &Arc<Lead>) -> std::io::Result<()> {
+        let crew = Arc::new(self);
+        for i in 0..crew.state.threads + 1 {
+            let (crew, lead) = (crew.clone(), lead.clone());
+            thread::Builder::new()
+                .name(format!("maitre-{i}"))
+                .spawn(move || worker(i, &crew, &lead))?;
+        }
+        Ok(())
+    }
+
+    pub fn queue(&self) -> Arc<JobQueue<Queued>> {
+        self.queue.clone()
+    }
+}
+
 impl PyPool {
-    /// Start `threads` workers. Called from `Server.run()`, never at import.
-    pub fn start(
+    /// A pool for `threads` jobs at once, and the crew to start once the
+    /// server exists. Called from `Server.run()`, never at import.
+    pub fn new(
         threads: usize,
         shared: Arc<Shared>,
         events: EventSender,
-    ) -> std::io::Result<Self> {
-        let queue = Arc::new(JobQueue::new(threads));
+    ) -> std::io::Result<(Self, Crew)> {
+        let queue = Arc::new(JobQueue::new(threads + 1, threads));
+        // An app counts as quick until its jobs say otherwise (see `lead`).
+        queue.set_solo(true);
         shared.returns.set_nudge(queue.clone());
         let state = Arc::new(PoolState {
             requests: Mutex::new(BTreeMap::new()),
             idle: AtomicUsize::new(threads),
             threads,
-            alive: Mutex::new(threads),
+            alive: Mutex::new(threads + 1),
             exited: Condvar::new(),
         });
-        for i in 0..threads {
-            let (queue, state, shared, events) =
-                (queue.clone(), state.clone(), shared.clone(), events.clone());
-            thread::Builder::new()
-                .name(format!("maitre-{i}"))
-                .spawn(move || worker(i, queue, state, shared, events))?;
-        }
+        let crew = Crew {
+            queue: queue.clone(),
+            state: state.clone(),
+            shared: shared.clone(),
+            events,
+        };
         let window = i64::try_from(shared.config.outbuf_high_watermark).unwrap_or(i64::MAX);
         let watchdog = match (&shared.config.request_timeout, &shared.timeout_error) {
             (Some(_), Some(exception)) => {
@@ -165,14 +197,15 @@ impl PyPool {
             _ => None,
         };
         let meter = shared.meter.clone();
-        Ok(PyPool {
+        let pool = PyPool {
             queue,
             turn: Vec::new(),
             watchdog,
             state,
             window,
             meter,
-        })
+        };
+        Ok((pool, crew))
     }
 
     /// Stop taking jobs, cancel the queued ones and wait up to `grace` for the
@@ -233,12 +266,17 @@ impl Executor for PyPool {
         let idle = self.state.idle.load(Ordering::Acquire);
         let count = self.turn.len();
         match self.queue.push_all(self.turn.drain(..)) {
-            Some(before) => {
-                // Waitress warns for every task that has to wait for a thread.
+            Some(before) if before + count > idle => {
+                // Waitress warns for every task that has to wait for a thread
+                // (asked once: each check is a lookup in Python's loggers).
+                if !log::log_enabled!(target: "maitre.queue", log::Level::Warn) {
+                    return;
+                }
                 for depth in (before + 1..=before + count).filter(|&d| d > idle) {
                     warn!(target: "maitre.queue", "Task queue depth is {depth}");
                 }
             }
+            Some(_) => {}
             None => self.meter.unqueued(count),
         }
     }
@@ -279,28 +317,52 @@ fn python_thread_id() -> u64 {
     u64::from(unsafe { pyo3::ffi::PyThread_get_thread_ident() })
 }
 
-fn worker(
-    me: usize,
-    queue: Arc<JobQueue<Queued>>,
-    state: Arc<PoolState>,
-    shared: Arc<Shared>,
-    events: EventSender,
-) {
+fn worker(me: usize, crew: &Crew, lead: &Lead) {
+    let Crew {
+        queue,
+        state,
+        shared,
+        events,
+    } = crew;
     Python::attach(|py| {
         let mut came = Came::Started;
         loop {
             shared.returns.release(py);
-            match queue.take(me, came, Instant::now()) {
+            let now = Instant::now();
+            match queue.take(me, came, now) {
                 Next::Run((job, ctl)) => {
-                    run_job(py, job, &ctl, &state, &shared, &events);
+                    let started = now;
+                    run_job(py, job, &ctl, state, shared, events);
+                    lead.pace.record(started.elapsed());
+                    queue.set_solo(lead.pace.is_quick());
+                    // Write the answer now if nobody else drives the loop.
+                    lead.visit();
                     came = Came::Finished;
+                    continue;
                 }
-                Next::Park => {
-                    py.detach(|| queue.wait_for_work());
-                    came = Came::Woken;
-                }
+                Next::Park => {}
                 Next::Exit => break,
             }
+            came = Came::Started;
+            // Nothing to run: drive the loop if nobody does, else wait.
+            if let Held::Run = lead.hold(py) {
+                continue;
+            }
+            let held = py.detach(|| {
+                queue.wait_for_work();
+                if !lead.is_vacant() {
+                    return None;
+                }
+                // Woken because nobody drives the loop (see `lead`): do that
+                // first, rather than take a job and leave the loop undriven,
+                // and without waiting for the GIL, which a stuck app may hold.
+                queue.unsearch();
+                Some(lead.hold_detached())
+            });
+            came = match held {
+                None => Came::Woken,
+                Some(_) => Came::Started,
+            };
         }
     });
     let mut alive = state.alive.lock().unwrap_or_else(|e| e.into_inner());
@@ -313,7 +375,7 @@ fn run_job(
     job: Job,
     ctl: &Arc<ReqCtl>,
     state: &PoolState,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     events: &EventSender,
 ) {
     state.idle.fetch_sub(1, Ordering::AcqRel);

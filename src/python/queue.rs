@@ -1,5 +1,6 @@
-//! The job queue between the I/O thread and the worker threads, and the rule
-//! for when a push wakes a parked worker.
+//! The job queue between the I/O loop (whichever thread drives it, see
+//! `lead`) and the worker threads, and the rule for when a push wakes a
+//! parked worker.
 //!
 //! Every worker needs the GIL to run a job, so a second worker grabbing the
 //! GIL while the first is running Python buys a GIL convoy (forced switches
@@ -18,22 +19,26 @@
 //!   older, the job gets the woken worker. So a quick app runs on one thread
 //!   back to back, and a blocked worker delays a queued job by `STALL` at
 //!   most.
+//! - In solo mode (a quick app, see `lead`) nothing wakes anybody: the
+//!   thread that read the jobs runs them.
 #![allow(clippy::disallowed_methods)] // worker threads block here, outside the engine
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long a running job counts as about to finish (see the module notes).
 pub const STALL: Duration = Duration::from_micros(500);
 
-/// A FIFO of jobs shared by one producer (the I/O thread) and the workers.
+/// A FIFO of jobs shared by the I/O loop's holder and the workers.
 pub struct JobQueue<T> {
     inner: Mutex<Inner<T>>,
     wake: Condvar,
     /// A standby worker waits on it, with a timeout; notified when a
     /// running worker finds the queue empty and parks.
     standby: Condvar,
+    solo: AtomicBool,
 }
 
 struct Inner<T> {
@@ -46,6 +51,9 @@ struct Inner<T> {
     searching: usize,
     /// When each worker started the job it is running, by worker index.
     running: Vec<Option<Instant>>,
+    /// At most this many jobs run at once (`threads`); the pool has one
+    /// thread more, so one is always free to hold the lead.
+    slots: usize,
     /// Workers waiting in `standby`.
     standing: usize,
     /// Set by `nudge`: the next worker to park (or the one woken) comes
@@ -55,9 +63,13 @@ struct Inner<T> {
 }
 
 impl<T> Inner<T> {
-    #[cfg(test)]
     fn busy(&self) -> usize {
         self.running.iter().flatten().count()
+    }
+
+    /// A job waits and a slot is free for it.
+    fn runnable(&self) -> bool {
+        !self.jobs.is_empty() && self.busy() < self.slots
     }
 
     /// How long until no running job is fresh any more (None: none is).
@@ -68,9 +80,9 @@ impl<T> Inner<T> {
             .filter(|left| !left.is_zero())
     }
 
-    /// Wake one parked worker if work is waiting and nobody is on the way.
+    /// Wake one parked worker if work can run and nobody is on the way.
     fn wake_if_needed(&mut self, wake: &Condvar) {
-        if !self.jobs.is_empty() && self.searching == 0 {
+        if self.runnable() && self.searching == 0 {
             self.wake_one(wake);
         }
     }
@@ -106,6 +118,17 @@ pub enum Came {
     Woken,
 }
 
+/// What the holder of the lead does next (see [`JobQueue::plan`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Let go of the lead and run the queued jobs.
+    Run,
+    /// Let go of the lead and park: a job is running that started just now.
+    StepAside,
+    /// Drive the loop.
+    Poll,
+}
+
 /// What a worker does next.
 pub enum Next<T> {
     Run(T),
@@ -116,8 +139,9 @@ pub enum Next<T> {
 }
 
 impl<T> JobQueue<T> {
-    /// A queue for `workers` worker threads, numbered from 0.
-    pub fn new(workers: usize) -> Self {
+    /// A queue for `workers` worker threads, numbered from 0, running at
+    /// most `slots` jobs at once.
+    pub fn new(workers: usize, slots: usize) -> Self {
         JobQueue {
             inner: Mutex::new(Inner {
                 jobs: VecDeque::new(),
@@ -125,12 +149,14 @@ impl<T> JobQueue<T> {
                 tokens: 0,
                 searching: 0,
                 running: vec![None; workers],
+                slots,
                 standing: 0,
                 attention: false,
                 closed: false,
             }),
             wake: Condvar::new(),
             standby: Condvar::new(),
+            solo: AtomicBool::new(false),
         }
     }
 
@@ -145,8 +171,10 @@ impl<T> JobQueue<T> {
         self.push_all([job]).map(|before| before + 1)
     }
 
-    /// Queue several jobs under one lock, with at most one wake-up. Returns
-    /// the queue depth before them, or None (dropping them) once closed.
+    /// Queue several jobs under one lock, with at most one wake-up (none in
+    /// solo mode while no job runs: the pusher will run them itself).
+    /// Returns the queue depth before them, or None (dropping them) once
+    /// closed.
     pub fn push_all(&self, jobs: impl IntoIterator<Item = T>) -> Option<usize> {
         let mut inner = self.lock();
         if inner.closed {
@@ -154,8 +182,70 @@ impl<T> JobQueue<T> {
         }
         let before = inner.jobs.len();
         inner.jobs.extend(jobs);
-        inner.wake_if_needed(&self.wake);
+        if !self.is_solo() {
+            inner.wake_if_needed(&self.wake);
+        }
         Some(before)
+    }
+
+    /// Solo mode (see `lead`): the app is quick, so one thread reads, runs
+    /// and writes, and nobody is woken for queued jobs (see [`Self::plan`]);
+    /// a stuck job is the lead's monitor's business.
+    pub fn set_solo(&self, on: bool) {
+        if self.solo.load(Ordering::Relaxed) != on {
+            self.solo.store(on, Ordering::Relaxed);
+        }
+    }
+
+    fn is_solo(&self) -> bool {
+        self.solo.load(Ordering::Relaxed)
+    }
+
+    /// What the holder of the lead should do next in solo mode.
+    pub fn plan(&self) -> Plan {
+        if !self.is_solo() {
+            return Plan::Poll;
+        }
+        let inner = self.lock();
+        let fresh = inner.busy() > 0 && inner.fresh_for(Instant::now()).is_some();
+        if fresh {
+            // The thread running a job will take the queued ones and the
+            // lead after them: two threads would only pass work around.
+            Plan::StepAside
+        } else if inner.runnable() {
+            // Nobody runs a job, or the ones running are stuck: a slot is
+            // free and nobody will come for this one but us.
+            Plan::Run
+        } else {
+            Plan::Poll
+        }
+    }
+
+    /// A woken worker that goes to hold the lead instead of taking a job
+    /// (see `take`): it no longer counts as on its way.
+    pub fn unsearch(&self) {
+        let mut inner = self.lock();
+        inner.searching = inner.searching.saturating_sub(1);
+    }
+
+    /// Wake a parked worker for the jobs already queued, if they can run and
+    /// nobody is on the way (they were queued without a wake-up).
+    pub fn poke(&self) {
+        self.lock().wake_if_needed(&self.wake);
+    }
+
+    /// Bring one parked worker back to its loop now, whatever the waking
+    /// rules say: the lead is stuck (see `lead::Monitor`).
+    pub fn kick(&self) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        inner.attention = true;
+        inner.wake_one(&self.wake);
+        if inner.standing > 0 {
+            self.standby.notify_all();
+        }
     }
 
     /// Take the next job for worker `me`. A woken worker counted as
@@ -166,13 +256,22 @@ impl<T> JobQueue<T> {
             debug_assert!(inner.searching > 0, "a woken worker was not counted");
             inner.searching = inner.searching.saturating_sub(1);
         }
-        let job = inner.jobs.pop_front();
+        if let Some(slot) = inner.running.get_mut(me) {
+            *slot = None;
+        }
+        let job = if inner.busy() < inner.slots {
+            inner.jobs.pop_front()
+        } else {
+            None
+        };
         if let Some(slot) = inner.running.get_mut(me) {
             *slot = job.as_ref().map(|_| now);
         }
         match job {
             Some(job) => {
-                inner.wake_if_needed(&self.wake);
+                if !self.is_solo() {
+                    inner.wake_if_needed(&self.wake);
+                }
                 Next::Run(job)
             }
             None => {
@@ -206,10 +305,10 @@ impl<T> JobQueue<T> {
             // Stand by. Still searching, so pushes wake nobody else; a
             // worker that parks lets us look again at once.
             loop {
-                if inner.closed {
+                if inner.closed || std::mem::take(&mut inner.attention) {
                     return;
                 }
-                if inner.jobs.is_empty() {
+                if !inner.runnable() {
                     debug_assert!(inner.searching > 0, "a standby worker was not counted");
                     inner.searching = inner.searching.saturating_sub(1);
                     break;
@@ -231,7 +330,7 @@ impl<T> JobQueue<T> {
     /// Sleep until a wake-up token or the close; returns counted as searching.
     fn park<'a>(&'a self, inner: MutexGuard<'a, Inner<T>>) -> MutexGuard<'a, Inner<T>> {
         let mut inner = inner;
-        if !inner.jobs.is_empty() || inner.closed || inner.attention {
+        if inner.runnable() || inner.closed || inner.attention {
             // A push (or a nudge) came between `take` and here: look again.
             inner.searching += 1;
             return inner;
@@ -289,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_push_with_nobody_parked_wakes_nobody() {
-        let (q, t0) = (JobQueue::new(1), Instant::now());
+        let (q, t0) = (JobQueue::new(1, 1), Instant::now());
         assert_eq!(q.push(1), Some(1));
         assert_eq!(counts(&q), (0, 0, 0));
         assert!(matches!(q.take(0, Came::Started, t0), Next::Run(1)));
@@ -300,7 +399,7 @@ mod tests {
 
     #[test]
     fn one_searching_worker_at_a_time() {
-        let q = JobQueue::new(3);
+        let q = JobQueue::new(3, 3);
         q.lock().parked = 3; // as if three workers waited in `park`
         for j in 1..=3 {
             q.push(j);
@@ -322,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_turn_of_jobs_goes_in_under_one_lock_with_one_wake_up() {
-        let q = JobQueue::new(3);
+        let q = JobQueue::new(3, 3);
         q.push(0);
         q.lock().parked = 3;
         assert_eq!(q.push_all([1, 2, 3]), Some(1), "the depth before them");
@@ -334,7 +433,7 @@ mod tests {
 
     #[test]
     fn standby_waits_while_a_worker_is_fresh() {
-        let q = JobQueue::new(2);
+        let q = JobQueue::new(2, 2);
         let start = Instant::now();
         q.push(1);
         assert!(matches!(q.take(0, Came::Started, start), Next::Run(1)));
@@ -349,7 +448,7 @@ mod tests {
 
     #[test]
     fn freshness_is_the_youngest_running_job_within_stall() {
-        let q = JobQueue::<i32>::new(3);
+        let q = JobQueue::<i32>::new(3, 3);
         let t0 = Instant::now();
         assert_eq!(q.lock().fresh_for(t0), None, "nobody running");
         q.lock().running = vec![Some(t0), None, Some(t0 + STALL / 2)];
@@ -360,7 +459,7 @@ mod tests {
 
     #[test]
     fn parked_workers_wake_take_and_the_pool_drains() {
-        let q = Arc::new(JobQueue::new(3));
+        let q = Arc::new(JobQueue::new(3, 3));
         let mut workers = Vec::new();
         for me in 0..3 {
             let q = q.clone();
@@ -398,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_nudge_wakes_a_worker_unless_one_will_come_by_soon() {
-        let q = JobQueue::new(2);
+        let q = JobQueue::new(2, 2);
         q.lock().parked = 2; // as if two workers waited in `park`
         q.nudge();
         assert_eq!(counts(&q), (1, 1, 0));
@@ -432,7 +531,7 @@ mod tests {
 
     #[test]
     fn a_worker_about_to_park_comes_back_for_a_nudge() {
-        let q = JobQueue::<i32>::new(1);
+        let q = JobQueue::<i32>::new(1, 1);
         assert!(matches!(
             q.take(0, Came::Started, Instant::now()),
             Next::Park
@@ -446,7 +545,7 @@ mod tests {
 
     #[test]
     fn a_nudged_worker_comes_back_from_wait_for_work_without_a_job() {
-        let q = Arc::new(JobQueue::<i32>::new(1));
+        let q = Arc::new(JobQueue::<i32>::new(1, 1));
         let q2 = q.clone();
         let waiter = thread::spawn(move || {
             q2.wait_for_work();
@@ -466,7 +565,7 @@ mod tests {
 
     #[test]
     fn close_hands_back_queued_jobs_and_refuses_more() {
-        let q = JobQueue::new(1);
+        let q = JobQueue::new(1, 1);
         q.push(4);
         assert_eq!(q.close(), vec![4]);
         assert_eq!(q.push(5), None);
@@ -478,12 +577,87 @@ mod tests {
 
     #[test]
     fn a_push_between_take_and_park_is_not_missed() {
-        let q = JobQueue::new(1);
+        let q = JobQueue::new(1, 1);
         let now = Instant::now();
         assert!(matches!(q.take(0, Came::Started, now), Next::Park));
         q.push(7); // nobody parked yet: no token
         q.wait_for_work(); // returns at once (nobody running), searching
         assert!(matches!(q.take(0, Came::Woken, now), Next::Run(7)));
         assert_eq!(counts(&q), (0, 0, 1));
+    }
+
+    #[test]
+    fn solo_pushes_and_takes_wake_nobody() {
+        let q = JobQueue::new(3, 2);
+        q.set_solo(true);
+        q.lock().parked = 2;
+        assert_eq!(q.push_all([1, 2, 3]), Some(0));
+        assert_eq!(counts(&q), (0, 0, 0), "the pusher runs them itself");
+        assert!(matches!(
+            q.take(0, Came::Started, Instant::now()),
+            Next::Run(1)
+        ));
+        assert_eq!(counts(&q), (0, 0, 1), "jobs left behind, still no wake-up");
+        q.set_solo(false);
+        assert_eq!(q.push_all([4]), Some(2));
+        assert_eq!(counts(&q), (1, 1, 1), "out of solo mode the usual rule");
+    }
+
+    #[test]
+    fn no_more_jobs_run_than_slots_however_many_threads() {
+        let q = JobQueue::new(3, 2);
+        q.push_all([1, 2, 3]);
+        let now = Instant::now();
+        assert!(matches!(q.take(0, Came::Started, now), Next::Run(1)));
+        assert!(matches!(q.take(1, Came::Started, now), Next::Run(2)));
+        assert!(matches!(q.take(2, Came::Started, now), Next::Park));
+        assert!(!q.lock().runnable(), "a job waits, but no slot is free");
+        // A finishing worker frees its slot and takes the next job itself.
+        assert!(matches!(q.take(0, Came::Finished, now), Next::Run(3)));
+    }
+
+    #[test]
+    fn the_lead_runs_queued_jobs_steps_aside_for_a_fresh_runner_or_polls() {
+        let q = JobQueue::new(3, 2);
+        assert_eq!(
+            q.plan(),
+            Plan::Poll,
+            "not solo: the holder only drives the loop"
+        );
+        q.set_solo(true);
+        assert_eq!(q.plan(), Plan::Poll, "nothing queued, nothing running");
+        q.push_all([1, 2]);
+        assert_eq!(q.plan(), Plan::Run, "queued and nobody running");
+        assert!(matches!(
+            q.take(0, Came::Started, Instant::now()),
+            Next::Run(1)
+        ));
+        assert_eq!(q.plan(), Plan::StepAside, "its runner is back soon");
+        let stale = Instant::now() - 2 * STALL;
+        q.lock().running[0] = Some(stale);
+        assert_eq!(q.plan(), Plan::Run, "the runner is stuck: a slot is free");
+        q.lock().running[1] = Some(stale);
+        assert_eq!(q.plan(), Plan::Poll, "stuck runners fill every slot");
+    }
+
+    #[test]
+    fn a_kick_brings_back_a_parked_worker_which_may_unsearch() {
+        let q = Arc::new(JobQueue::<i32>::new(2, 1));
+        q.set_solo(true);
+        let q2 = q.clone();
+        let waiter = thread::spawn(move || {
+            q2.wait_for_work();
+            q2.unsearch();
+        });
+        while q.lock().parked < 1 {
+            thread::yield_now();
+        }
+        q.kick();
+        waiter.join().unwrap();
+        let inner = q.lock();
+        assert_eq!(
+            (inner.searching, inner.tokens, inner.parked, inner.attention),
+            (0, 0, 0, false)
+        );
     }
 }

@@ -10,10 +10,12 @@ use pyo3::types::{PyDict, PyList};
 use crate::config::Config;
 use crate::drivers::mio::{Listener, MioServer, SignalSource, StopHandle, Wiring};
 use crate::python::environ::Template;
+use crate::python::lead::{Lead, Pace};
 use crate::python::log_relay::Relay;
 use crate::python::pool::PyPool;
 use crate::python::settings;
 use crate::python::wsgi::Shared;
+use mio::Poll;
 
 /// Waitress waits this long for running apps when it stops.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -117,47 +119,59 @@ impl Server {
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("the server has already run"))?;
         let meter = shared.meter.clone(); // metrics: connections and bytes
-        let pool = PyPool::start(config.threads, shared, wiring.sender.clone())?;
+        let pace = Arc::new(Pace::default());
+        let (pool, crew) = PyPool::new(config.threads, shared, wiring.sender.clone())?;
         let mut server = MioServer::new(&config, listeners, wiring, pool)?;
         server.set_metrics(meter);
-        if let Some(fd) = signal_fd {
-            server.watch_signals(signal_source(fd)?)?;
-        }
+        let signals = signal_fd.map(signal_source).transpose()?;
         if let Some(fd) = retire_fd {
             server.on_drain(retire_notice(fd)?);
         }
         let mut raised: Option<PyErr> = None;
         crate::python::malloc::tune();
         let relay = Relay::start()?;
+        // This thread waits for the end and runs signal handlers; the pool's
+        // threads take turns at the loop (see `lead`).
+        let home = Poll::new()?;
+        let lead = Lead::new(server, crew.queue(), pace, relay.route(), &home)?;
+        lead.start_monitor()?;
+        crew.start(&lead)?;
         let result = py.detach(|| {
-            relay.route_this_thread();
-            let result = server.run_with(&mut || {
-                Python::attach(|py| {
-                    // A handler may already have run while this thread was in
-                    // Python for another reason (pyo3-log emitting a record):
-                    // its exception is then left pending rather than lost.
-                    match py.check_signals().err().or_else(|| PyErr::take(py)) {
-                        None => false,
-                        Some(e) => {
-                            // The first signal's exception is the one run() raises.
-                            raised.get_or_insert(e);
-                            true
+            let result = lead.wait(
+                home,
+                signals.as_ref(),
+                &mut || {
+                    Python::attach(|py| {
+                        // A handler may already have run while this thread was
+                        // in Python for another reason: its exception is then
+                        // left pending rather than lost.
+                        match py.check_signals().err().or_else(|| PyErr::take(py)) {
+                            None => false,
+                            Some(e) => {
+                                // The first signal's exception is the one run() raises.
+                                raised.get_or_insert(e);
+                                true
+                            }
                         }
-                    }
-                })
-            });
-            let engine = server.engine();
-            let graceful = engine.is_drained() && engine.drain_cut() == 0;
-            self.retired.store(engine.is_retiring(), Ordering::Release);
-            // After a clean drain every app has answered: its thread is on
-            // its way back. After a cut or a second stop, nobody waits.
-            let grace = if graceful { STOP_GRACE } else { Duration::ZERO };
-            let stuck = server.executor_mut().shutdown(grace);
-            self.stuck.store(stuck, Ordering::Release);
+                    })
+                },
+                &|| self.stop.stop(),
+            );
+            let mut server = lead.take_server();
+            if let Some(server) = &mut server {
+                let engine = server.engine();
+                let graceful = engine.is_drained() && engine.drain_cut() == 0;
+                self.retired.store(engine.is_retiring(), Ordering::Release);
+                // After a clean drain every app has answered: its thread is on
+                // its way back. After a cut or a second stop, nobody waits.
+                let grace = if graceful { STOP_GRACE } else { Duration::ZERO };
+                let stuck = server.executor_mut().shutdown(grace);
+                self.stuck.store(stuck, Ordering::Release);
+            }
             relay.finish();
+            drop(server); // closes every socket
             result
         });
-        drop(server);
         match raised {
             Some(e) => Err(e),
             None => result.map_err(PyErr::from),

@@ -42,28 +42,34 @@ pub struct Shared {
 }
 
 /// Run the app for one job and report everything it does.
-pub fn run(py: Python<'_>, shared: &Shared, job: Job, ctl: &Arc<ReqCtl>, events: &EventSender) {
+pub fn run(
+    py: Python<'_>,
+    shared: &Arc<Shared>,
+    mut job: Job,
+    ctl: &Arc<ReqCtl>,
+    events: &EventSender,
+) {
     let req = job.req;
-    let path = String::from_utf8_lossy(&job.head.target).into_owned();
     let head = job.head.method == "HEAD";
     let mut seen = Observation::begin(shared, &job); // access log, metrics
-    let state = Arc::new(Mutex::new(RespState::default()));
-    let out = Output {
+    let out = Output(Arc::new(OutputState {
         req,
         ctl: ctl.clone(),
         events: events.clone(),
-        state: state.clone(),
-        disconnected_exc: Arc::new(shared.client_disconnected.clone_ref(py)),
-        returns: shared.returns.clone(),
-    };
-    let result = call_app(py, shared, job, ctl, &out, &mut seen);
+        state: Mutex::new(RespState::default()),
+        shared: shared.clone(),
+    }));
+    let result = call_app(py, shared, &mut job, ctl, &out, &mut seen);
     let end = match result {
         Ok(()) => {
             out.finish(None);
             out.events.send(AppEvent::Done { req });
             End::Completed
         }
-        Err(err) => report_failure(py, shared, &out, &path, err),
+        Err(err) => {
+            let path = String::from_utf8_lossy(&job.head.target);
+            report_failure(py, shared, &out, &path, err)
+        }
     };
     let end = if ctl.timed_out.load(Ordering::Acquire) {
         End::TimedOut // the engine answered 503 (or cut the response)
@@ -77,7 +83,7 @@ pub fn run(py: Python<'_>, shared: &Shared, job: Job, ctl: &Arc<ReqCtl>, events:
 fn call_app(
     py: Python<'_>,
     shared: &Shared,
-    job: Job,
+    job: &mut Job,
     ctl: &Arc<ReqCtl>,
     out: &Output,
     seen: &mut Observation,
@@ -110,6 +116,10 @@ fn refuse_proxy_headers(py: Python<'_>, out: &Output, body: String) -> PyResult<
 
 /// PEP 3333: `close()` is called on the result whatever happened.
 fn close_result(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    // A plain list or tuple has no close(), and asking costs an exception.
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     if result.hasattr(intern!(py, "close"))? {
         result.call_method0(intern!(py, "close"))?;
     }
@@ -372,16 +382,26 @@ impl RespState {
     }
 }
 
-/// The sending side of one response, shared by start_response and write.
+/// The sending side of one response, shared by start_response and write
+/// (one allocation per request: a clone is one reference count).
 #[derive(Clone)]
-struct Output {
+struct Output(Arc<OutputState>);
+
+struct OutputState {
     req: ReqId,
     ctl: Arc<ReqCtl>,
     events: EventSender,
-    state: Arc<Mutex<RespState>>,
-    /// The class `write()` raises once the client has gone.
-    disconnected_exc: Arc<Py<PyAny>>,
-    returns: Arc<Returns>,
+    state: Mutex<RespState>,
+    /// The class `write()` raises once the client has gone, and where lent
+    /// bodies come back.
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Output {
+    type Target = OutputState;
+    fn deref(&self) -> &OutputState {
+        &self.0
+    }
 }
 
 impl Output {
@@ -391,7 +411,8 @@ impl Output {
 
     fn disconnected(&self, py: Python<'_>) -> PyErr {
         match self
-            .disconnected_exc
+            .shared
+            .client_disconnected
             .bind(py)
             .call1(("Client disconnected",))
         {
@@ -447,7 +468,7 @@ impl Output {
         self.finish(known_length);
         if !data.is_empty() {
             let bytes = match owner {
-                Some(owner) if data.len() >= LEND_MIN => Lent::chunk(owner, &self.returns),
+                Some(owner) if data.len() >= LEND_MIN => Lent::chunk(owner, &self.shared.returns),
                 _ => data.to_vec().into(),
             };
             self.events.send(AppEvent::Data {

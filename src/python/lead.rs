@@ -1,0 +1,383 @@
+//! The I/O loop as a role that any pool thread can hold (the *lead*), not a
+//! thread of its own.
+//!
+//! Why: on a small machine, handing every request from an I/O thread to a
+//! worker and the answer back (a wake-up, a context switch, cold caches each
+//! way) costs more than a quick app's whole request. So the holder of the
+//! lead polls the sockets and drives the engine, and when the app is quick
+//! (its recent jobs took under [`QUICK`] on average), it lets go of the lead
+//! and runs the jobs it has just read itself. After each job it takes the
+//! lead back for one turn without sleeping, which writes the answer and
+//! reads whatever came meanwhile: one thread reads, runs and writes back to
+//! back, with no hand-off, as a single-threaded server does. With a slower
+//! app the holder keeps the lead and the jobs go to the other threads, which
+//! wait for them as before (see `queue`).
+//!
+//! A quick app can still be slow once, and nobody polls while the lead is
+//! vacant. A monitor thread looks every [`TICK`]: if the lead stayed vacant
+//! for a whole tick, it wakes a parked thread, which takes the lead. Other
+//! clients then wait a tick or two at most, never for the slow request (whose
+//! duration then counts in the average like any other). The pool has one thread more than it has slots for
+//! jobs, so one thread is always free to take the lead.
+#![allow(clippy::disallowed_methods)] // threads, clocks and the real loop live here
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use mio::{Events, Poll, Token, Waker};
+use pyo3::prelude::*;
+
+use crate::drivers::mio::{MioServer, SignalSource, SIGNALS};
+use crate::python::log_relay::Route;
+use crate::python::pool::{PyPool, Queued};
+use crate::python::queue::{JobQueue, Plan};
+
+/// What [`Lead::hold`] tells its caller.
+pub enum Held {
+    /// Look at the queue: there are jobs to run (or the server finished).
+    Run,
+    /// Park until woken.
+    Park,
+}
+
+/// An app whose jobs take less than this on average is run by the thread
+/// that read its requests.
+pub const QUICK: Duration = Duration::from_micros(200);
+
+/// How often the monitor looks at a vacant lead; a stuck holder delays the
+/// other clients by one to two ticks.
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// Ticks without any movement of the lead before the monitor stops ticking
+/// (it sleeps until the lead is next left vacant).
+const IDLE_TICKS: u32 = 64;
+
+/// A thread running queued jobs back to back still polls after every this
+/// many, so a client with a long pipeline cannot keep the others waiting.
+const POLL_EVERY: u32 = 16;
+
+const FINISHED: Token = Token(0);
+
+/// How long the app's jobs take: a moving average of their durations.
+#[derive(Default)]
+pub struct Pace {
+    nanos: AtomicU64,
+}
+
+impl Pace {
+    /// Fold one job's duration in (weight 1/16, so that one slow job among
+    /// quick ones does not change the mode: the monitor covers it; racing
+    /// updates may lose one, which an average can afford).
+    pub fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.nanos.load(Ordering::Relaxed);
+        let new = old - old / 16 + took / 16;
+        self.nanos.store(new, Ordering::Relaxed);
+    }
+
+    pub fn is_quick(&self) -> bool {
+        self.nanos.load(Ordering::Relaxed) < QUICK.as_nanos() as u64
+    }
+}
+
+/// The loop, and who holds it.
+pub struct Lead {
+    /// Taken out (and dropped, closing every socket) when `run()` ends,
+    /// whoever still has the `Lead`.
+    server: Mutex<Option<MioServer<PyPool>>>,
+    /// Someone holds `server` to drive it (the monitor reads this).
+    held: AtomicBool,
+    /// How many times the lead was taken: whether it moved since last tick.
+    taken: AtomicU64,
+    visits: AtomicU32,
+    /// The server finished: nobody drives it any more.
+    finished: AtomicBool,
+    outcome: Mutex<Option<io::Result<()>>>,
+    /// Wakes `wait`, on the thread that called `Server.run()`.
+    done: Waker,
+    pub pace: Arc<Pace>,
+    queue: Arc<JobQueue<Queued>>,
+    /// The holder's log records go through the relay (it must not wait for
+    /// the GIL while other clients wait for it).
+    route: Route,
+    monitor: Monitor,
+}
+
+impl Lead {
+    /// Wrap a bound server; `poll` is the caller's, for [`Lead::wait`].
+    pub fn new(
+        server: MioServer<PyPool>,
+        queue: Arc<JobQueue<Queued>>,
+        pace: Arc<Pace>,
+        route: Route,
+        poll: &Poll,
+    ) -> io::Result<Arc<Lead>> {
+        Ok(Arc::new(Lead {
+            server: Mutex::new(Some(server)),
+            held: AtomicBool::new(false),
+            taken: AtomicU64::new(0),
+            visits: AtomicU32::new(0),
+            finished: AtomicBool::new(false),
+            outcome: Mutex::new(None),
+            done: Waker::new(poll.registry(), FINISHED)?,
+            pace,
+            queue,
+            route,
+            monitor: Monitor::default(),
+        }))
+    }
+
+    /// Start the monitor thread.
+    pub fn start_monitor(self: &Arc<Self>) -> io::Result<()> {
+        let lead = self.clone();
+        thread::Builder::new()
+            .name("maitre-lead".into())
+            .spawn(move || lead.watch())?;
+        Ok(())
+    }
+
+    fn try_take(&self) -> Option<MutexGuard<'_, Option<MioServer<PyPool>>>> {
+        if self.held.load(Ordering::Relaxed) || self.finished.load(Ordering::Acquire) {
+            return None;
+        }
+        let guard = self.server.try_lock().ok()?;
+        if self.finished.load(Ordering::Acquire) || guard.is_none() {
+            return None;
+        }
+        self.held.store(true, Ordering::SeqCst);
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        Some(guard)
+    }
+
+    fn give_up(&self, guard: MutexGuard<'_, Option<MioServer<PyPool>>>) {
+        self.held.store(false, Ordering::SeqCst);
+        drop(guard);
+        self.monitor.vacated();
+    }
+
+    /// One turn; records the outcome and tells `wait` once the server is done.
+    fn turn(&self, server: &mut Option<MioServer<PyPool>>, wait: bool) -> bool {
+        let Some(server) = server.as_mut() else {
+            return true;
+        };
+        let Some(outcome) = server.turn(wait, &mut || false) else {
+            return false;
+        };
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        self.finished.store(true, Ordering::Release);
+        let _ = self.done.wake();
+        self.monitor.wake();
+        true
+    }
+
+    /// Take the lead if it is free and drive the loop, sleeping in `poll`,
+    /// until this thread should run queued jobs (returns `Run`), park
+    /// (`Park`: another thread holds the lead, or is running a job that
+    /// started just now and will take the lead after it), or the server has
+    /// finished (`Run`: the caller looks at the queue again).
+    pub fn hold(&self, py: Python<'_>) -> Held {
+        if self.held.load(Ordering::Relaxed) || self.finished.load(Ordering::Acquire) {
+            return Held::Park;
+        }
+        py.detach(|| self.hold_detached())
+    }
+
+    /// [`Lead::hold`], on a thread that does not hold the GIL.
+    pub fn hold_detached(&self) -> Held {
+        loop {
+            let Some(mut server) = self.try_take() else {
+                return Held::Park;
+            };
+            let plan = {
+                let _routed = self.route.enter();
+                loop {
+                    match self.queue.plan() {
+                        Plan::Poll => {}
+                        plan => break plan,
+                    }
+                    if self.turn(&mut server, true) {
+                        break Plan::Run;
+                    }
+                }
+            };
+            self.give_up(server);
+            match plan {
+                Plan::StepAside if self.queue.plan() != Plan::StepAside => {
+                    // The job ended while we let go, and its thread may have
+                    // found the lead still held: take it back.
+                    continue;
+                }
+                Plan::StepAside => return Held::Park,
+                _ => return Held::Run,
+            }
+        }
+    }
+
+    /// Nobody holds the lead (a woken worker should take it, not a job).
+    pub fn is_vacant(&self) -> bool {
+        !self.held.load(Ordering::SeqCst) && !self.finished.load(Ordering::Acquire)
+    }
+
+    /// After a job: if the lead is free, write what the job produced, and
+    /// every [`POLL_EVERY`] visits also read what came meanwhile (a turn
+    /// without sleeping); then let go. The thread polls anyway once it runs
+    /// out of jobs, so polling after each one would mostly find nothing.
+    /// Keeps the GIL: neither blocks or runs Python.
+    pub fn visit(&self) {
+        let Some(mut server) = self.try_take() else {
+            return;
+        };
+        {
+            let _routed = self.route.enter();
+            let visits = self.visits.fetch_add(1, Ordering::Relaxed);
+            if visits % POLL_EVERY == POLL_EVERY - 1 {
+                self.turn(&mut server, false);
+            } else if let Some(server) = server.as_mut() {
+                server.settle();
+            }
+        }
+        self.give_up(server);
+    }
+
+    /// On the thread that called `Server.run()`: wait (without the GIL) until
+    /// the server finishes, running `on_signal` when `signals` fires; a true
+    /// return from it asks for a graceful stop (`stop`).
+    pub fn wait(
+        &self,
+        mut poll: Poll,
+        signals: Option<&SignalSource>,
+        on_signal: &mut dyn FnMut() -> bool,
+        stop: &dyn Fn(),
+    ) -> io::Result<()> {
+        if let Some(source) = signals {
+            source.register(poll.registry())?;
+        }
+        let mut events = Events::with_capacity(8);
+        while !self.finished.load(Ordering::Acquire) {
+            if let Err(e) = poll.poll(&mut events, None) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            if events.iter().any(|ev| ev.token() == SIGNALS) {
+                if let Some(source) = signals {
+                    source.drain();
+                }
+                if on_signal() {
+                    stop();
+                }
+            }
+        }
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or(Ok(()))
+    }
+
+    /// The server, for the caller of `wait` once it has returned.
+    pub fn take_server(&self) -> Option<MioServer<PyPool>> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The monitor thread's loop (see the module notes).
+    fn watch(&self) {
+        let mut last = self.taken.load(Ordering::Relaxed);
+        let mut still = 0;
+        loop {
+            let idle = still >= IDLE_TICKS;
+            if !self.monitor.sleep(idle, &self.held, &self.finished) {
+                return;
+            }
+            let taken = self.taken.load(Ordering::Relaxed);
+            if idle {
+                // Back from sleeping through a quiet spell: start counting.
+                (still, last) = (0, taken);
+                continue;
+            }
+            let vacant = !self.held.load(Ordering::SeqCst);
+            if vacant && taken == last {
+                self.queue.kick();
+            }
+            still = if taken == last { still + 1 } else { 0 };
+            last = taken;
+        }
+    }
+}
+
+/// The monitor's sleep: a tick, or (idle) until the lead is left vacant.
+#[derive(Default)]
+struct Monitor {
+    asleep: AtomicBool,
+    lock: Mutex<()>,
+    bell: Condvar,
+}
+
+impl Monitor {
+    /// Sleep a tick, or, if `idle`, until woken. False once `finished`.
+    fn sleep(&self, idle: bool, held: &AtomicBool, finished: &AtomicBool) -> bool {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if finished.load(Ordering::Acquire) {
+            return false;
+        }
+        if idle {
+            // SeqCst pairs with `give_up`: either it sees us asleep and
+            // rings, or we see the lead vacant and keep ticking.
+            self.asleep.store(true, Ordering::SeqCst);
+            if held.load(Ordering::SeqCst) {
+                let _guard = self.bell.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+            self.asleep.store(false, Ordering::Relaxed);
+        } else {
+            let _ = self.bell.wait_timeout(guard, TICK);
+        }
+        !finished.load(Ordering::Acquire)
+    }
+
+    /// The lead was left vacant: make sure the monitor ticks.
+    fn vacated(&self) {
+        if self.asleep.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.bell.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_follows_recent_jobs() {
+        let pace = Pace::default();
+        assert!(pace.is_quick(), "quick until jobs say otherwise");
+        for _ in 0..8 {
+            pace.record(Duration::from_millis(10));
+        }
+        assert!(!pace.is_quick(), "eight 10 ms jobs make a slow app");
+        let mut quick_again = 0;
+        while !pace.is_quick() {
+            pace.record(Duration::from_micros(5));
+            quick_again += 1;
+        }
+        // 1/16 weight: dozens of quick jobs, not one, bring it back.
+        assert!((30..=80).contains(&quick_again), "{quick_again}");
+    }
+
+    #[test]
+    fn one_slow_job_among_quick_ones_does_not_make_a_slow_app() {
+        let pace = Pace::default();
+        for _ in 0..100 {
+            pace.record(Duration::from_micros(20));
+        }
+        pace.record(Duration::from_micros(1500));
+        assert!(pace.is_quick());
+    }
+}
