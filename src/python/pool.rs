@@ -333,10 +333,12 @@ fn worker(me: usize, crew: &Crew, lead: &Lead) {
                 Next::Run((job, ctl)) => {
                     let started = now;
                     run_job(py, job, &ctl, state, shared, events);
-                    lead.pace.record(started.elapsed());
+                    let ended = Instant::now();
+                    lead.pace.record(ended - started);
                     queue.set_solo(lead.pace.is_quick());
-                    // Write the answer now if nobody else drives the loop.
-                    lead.visit();
+                    // Write the answers (a batch at a time) if nobody else
+                    // drives the loop.
+                    lead.visit(ended);
                     came = Came::Finished;
                     continue;
                 }

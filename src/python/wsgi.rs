@@ -200,6 +200,21 @@ fn iterate_exactly(
     Ok(())
 }
 
+/// Whether `len()` can work on the object: asking an object that has no
+/// length (a generator, a framework's response iterator) costs an exception.
+fn has_len(obj: &Bound<'_, PyAny>) -> bool {
+    let ty = obj.get_type();
+    // SAFETY: a live type object; its method tables, when present, live as
+    // long as it does. (Read directly: PyType_GetSlot refuses static types
+    // before Python 3.10.)
+    unsafe {
+        let ty = &*ty.as_type_ptr();
+        let seq = ty.tp_as_sequence.as_ref().and_then(|m| m.sq_length);
+        let map = ty.tp_as_mapping.as_ref().and_then(|m| m.mp_length);
+        seq.is_some() || map.is_some()
+    }
+}
+
 /// `[b"..."]` or `(b"...",)`, exactly.
 fn single_bytes<'py>(result: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
     let item = if let Ok(list) = result.cast::<PyList>() {
@@ -230,10 +245,11 @@ fn as_bytes(chunk: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyBytes>> {
 /// Waitress sets a Content-Length for a result with `len() == 1` from the
 /// first chunk; empty chunks are skipped and do not send the head.
 fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, out: &Output) -> PyResult<()> {
-    let single = result.len().map(|n| n == 1).unwrap_or_else(|_| {
-        PyErr::take(py);
-        false
-    });
+    let single = has_len(result)
+        && result.len().map(|n| n == 1).unwrap_or_else(|_| {
+            PyErr::take(py);
+            false
+        });
     let mut first = true;
     for chunk in result.try_iter()? {
         let chunk = as_bytes(chunk?)?;
