@@ -89,6 +89,24 @@ impl Pace {
     }
 }
 
+thread_local! {
+    /// The lead of the pool this thread belongs to (see `drive_while`).
+    static CURRENT: std::cell::RefCell<Option<Arc<Lead>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Make `lead` the calling pool thread's (for [`with_current`]).
+pub fn set_current(lead: &Arc<Lead>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(lead.clone()));
+}
+
+/// Run `f` with the calling thread's lead, if it is a pool thread.
+pub fn with_current(f: impl FnOnce(&Lead)) {
+    let lead = CURRENT.with(|c| c.borrow().clone());
+    if let Some(lead) = lead {
+        f(&lead);
+    }
+}
+
 /// The loop, and who holds it.
 pub struct Lead {
     /// Taken out (and dropped, closing every socket) when `run()` ends,
@@ -253,6 +271,31 @@ impl Lead {
         {
             let _routed = self.route.enter();
             self.turn(&mut server, false);
+        }
+        self.give_up(server);
+    }
+
+    /// While `pending` (a job waits for its client to read), drive the loop
+    /// if nobody does: with a quick app nobody else would until the monitor
+    /// noticed, and the client cannot read what nobody writes. Jobs queued
+    /// meanwhile get a worker woken for them. Call without the GIL.
+    pub fn drive_while(&self, pending: &dyn Fn() -> bool) {
+        if !pending() {
+            return;
+        }
+        let Some(mut server) = self.try_take() else {
+            return;
+        };
+        {
+            let _routed = self.route.enter();
+            while pending() {
+                if self.turn(&mut server, true) {
+                    break;
+                }
+                if self.queue.runnable() {
+                    self.queue.kick();
+                }
+            }
         }
         self.give_up(server);
     }

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, Executor, Job, ReqId};
 use crate::metrics::Meter;
-use crate::python::lead::{Held, Lead};
+use crate::python::lead::{self, Held, Lead};
 use crate::python::queue::{Came, JobQueue, Next};
 use crate::python::watchdog::{self, Stuck};
 use crate::python::wsgi::{self, Shared};
@@ -67,6 +67,8 @@ impl ReqCtl {
         let fast = self.credit.lock().map(|c| ready(&c)).unwrap_or(true);
         if !fast {
             py.detach(|| {
+                let pending = || !self.credit.lock().map(|c| ready(&c)).unwrap_or(true);
+                lead::with_current(|lead| lead.drive_while(&pending));
                 let guard = self.credit.lock().unwrap_or_else(|e| e.into_inner());
                 let _guard = self.more.wait_while(guard, |c| !ready(c));
             });
@@ -317,7 +319,8 @@ fn python_thread_id() -> u64 {
     u64::from(unsafe { pyo3::ffi::PyThread_get_thread_ident() })
 }
 
-fn worker(me: usize, crew: &Crew, lead: &Lead) {
+fn worker(me: usize, crew: &Crew, lead: &Arc<Lead>) {
+    lead::set_current(lead);
     let Crew {
         queue,
         state,

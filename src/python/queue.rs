@@ -201,6 +201,11 @@ impl<T> JobQueue<T> {
         self.solo.load(Ordering::Relaxed)
     }
 
+    /// A job waits and a slot is free for it.
+    pub fn runnable(&self) -> bool {
+        self.lock().runnable()
+    }
+
     /// What the holder of the lead should do next in solo mode.
     pub fn plan(&self) -> Plan {
         if !self.is_solo() {
