@@ -687,17 +687,6 @@ impl<E: Executor> MioServer<E> {
         outcome
     }
 
-    /// Half a turn, without polling: hand the app events that arrived to the
-    /// engine (which writes them out) and queue the jobs that follow (a
-    /// pipelined request). For a thread between jobs that has more to run:
-    /// it polls once it runs out.
-    pub fn settle(&mut self) {
-        self.engine.clock().refresh();
-        self.drain_app_events();
-        self.recheck();
-        self.engine.executor_mut().flush();
-    }
-
     /// Poll, marked as sleeping while the call may block (see `EventSender`).
     fn poll(&mut self, events: &mut Events, wait: bool) -> io::Result<()> {
         let timeout = if wait {
@@ -791,7 +780,9 @@ impl<E: Executor> MioServer<E> {
     }
 
     fn drain_app_events(&mut self) {
-        self.flagged.store(false, Ordering::SeqCst);
+        // A swap, not a store: it reads the flag a sender set, so that
+        // sender's event is visible to the read below.
+        self.flagged.swap(false, Ordering::SeqCst);
         let batch: Vec<AppEvent> = self.events.try_iter().collect();
         if !batch.is_empty() {
             let engine = &mut self.engine;

@@ -6,27 +6,34 @@
 //! way) costs more than a quick app's whole request. So the holder of the
 //! lead polls the sockets and drives the engine, and when the app is quick
 //! (its recent jobs took under [`QUICK`] on average), it lets go of the lead
-//! and runs the jobs it has just read itself. After each job it takes the
-//! lead back for one turn without sleeping, which writes the answer and
-//! reads whatever came meanwhile: one thread reads, runs and writes back to
-//! back, with no hand-off, as a single-threaded server does. With a slower
-//! app the holder keeps the lead and the jobs go to the other threads, which
-//! wait for them as before (see `queue`).
+//! and runs the jobs it has just read itself. Every [`BATCH`] jobs (or
+//! [`BATCH_WITHIN`], or when it runs out) it takes the lead back for one turn
+//! without sleeping, which writes the answers and reads whatever came
+//! meanwhile: one thread reads, runs and writes, with no hand-off, as a
+//! single-threaded server does. With a slower app the holder keeps the lead
+//! and the jobs go to the other threads, which wait for them as before (see
+//! `queue`). A job that must wait for its client to read drives the loop
+//! itself meanwhile (`drive_while`).
 //!
 //! A quick app can still be slow once, and nobody polls while the lead is
 //! vacant. A monitor thread looks every [`TICK`]: if the lead stayed vacant
-//! for a whole tick, it wakes a parked thread, which takes the lead. Other
-//! clients then wait a tick or two at most, never for the slow request (whose
-//! duration then counts in the average like any other). The pool has one thread more than it has slots for
-//! jobs, so one thread is always free to take the lead.
+//! for a whole tick, it wakes a parked thread, which takes the lead, writes
+//! what is waiting and reads what came before anything else. Other clients
+//! then wait two to four ticks at most, never for the slow request (whose
+//! duration then counts in the average like any other). The pool has one
+//! thread more than it has slots for jobs, so one thread is always free to
+//! take the lead. A panic inside a turn stops the server (`run()` raises)
+//! rather than leave the lead held by nobody.
 #![allow(clippy::disallowed_methods)] // threads, clocks and the real loop live here
 
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use log::error;
 use mio::{Events, Poll, Token, Waker};
 use pyo3::prelude::*;
 
@@ -172,7 +179,13 @@ impl Lead {
         if self.held.load(Ordering::Relaxed) || self.finished.load(Ordering::Acquire) {
             return None;
         }
-        let guard = self.server.try_lock().ok()?;
+        let guard = match self.server.try_lock() {
+            Ok(guard) => guard,
+            // A panic in a turn is caught there (see `turn`); a poisoned
+            // mutex only means it happened while the guard was held.
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
         if self.finished.load(Ordering::Acquire) || guard.is_none() {
             return None;
         }
@@ -192,8 +205,14 @@ impl Lead {
         let Some(server) = server.as_mut() else {
             return true;
         };
-        let Some(outcome) = server.turn(wait, &mut || false) else {
-            return false;
+        let turned = catch_unwind(AssertUnwindSafe(|| server.turn(wait, &mut || false)));
+        let outcome = match turned {
+            Ok(None) => return false,
+            Ok(Some(outcome)) => outcome,
+            Err(_) => {
+                error!(target: "maitre", "internal error in the event loop (a bug): the server stops");
+                Err(io::Error::other("internal error in the event loop"))
+            }
         };
         *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         self.finished.store(true, Ordering::Release);
@@ -220,8 +239,14 @@ impl Lead {
             let Some(mut server) = self.try_take() else {
                 return Held::Park;
             };
-            let plan = {
+            let plan = 'plan: {
                 let _routed = self.route.enter();
+                // One turn first: a thread woken because the lead was left
+                // vacant must write the answers waiting in the channel and
+                // read what came before it decides anything.
+                if self.turn(&mut server, false) {
+                    break 'plan Plan::Run;
+                }
                 loop {
                     match self.queue.plan() {
                         Plan::Poll => {}
@@ -288,12 +313,14 @@ impl Lead {
         };
         {
             let _routed = self.route.enter();
+            // This thread is busy with a job that may wait long: jobs queued
+            // meanwhile need other threads, woken by the usual rules (each
+            // taker wakes the next), until a job's end sets the mode again.
+            self.queue.set_solo(false);
+            self.queue.poke();
             while pending() {
                 if self.turn(&mut server, true) {
                     break;
-                }
-                if self.queue.runnable() {
-                    self.queue.kick();
                 }
             }
         }
@@ -339,6 +366,13 @@ impl Lead {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or(Ok(()))
+    }
+
+    /// Nobody may take the lead any more (`run()` is failing); a holder
+    /// lets go at the end of its turn.
+    pub fn abandon(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.monitor.wake();
     }
 
     /// The server, for the caller of `wait` once it has returned.

@@ -67,10 +67,21 @@ impl ReqCtl {
         let fast = self.credit.lock().map(|c| ready(&c)).unwrap_or(true);
         if !fast {
             py.detach(|| {
+                // Drive the loop while waiting if nobody does; if somebody
+                // does, look again every millisecond: the holder may step
+                // aside for this very job (see `queue::Plan::StepAside`).
                 let pending = || !self.credit.lock().map(|c| ready(&c)).unwrap_or(true);
-                lead::with_current(|lead| lead.drive_while(&pending));
-                let guard = self.credit.lock().unwrap_or_else(|e| e.into_inner());
-                let _guard = self.more.wait_while(guard, |c| !ready(c));
+                loop {
+                    lead::with_current(|lead| lead.drive_while(&pending));
+                    let guard = self.credit.lock().unwrap_or_else(|e| e.into_inner());
+                    let (guard, _) = self
+                        .more
+                        .wait_timeout_while(guard, CREDIT_RECHECK, |c| !ready(c))
+                        .unwrap_or_else(|e| e.into_inner());
+                    if ready(&guard) {
+                        break;
+                    }
+                }
             });
         }
         if self.is_cancelled() {
@@ -95,6 +106,10 @@ impl ReqCtl {
         self.more.notify_all();
     }
 }
+
+/// How often a job waiting for output credit looks whether the loop needs
+/// it to drive it (see `ReqCtl::take_credit`).
+const CREDIT_RECHECK: Duration = Duration::from_millis(1);
 
 /// How long an idle worker may take to notice that the pool closed.
 const IDLE_EXIT: Duration = Duration::from_millis(500);
@@ -353,21 +368,20 @@ fn worker(me: usize, crew: &Crew, lead: &Arc<Lead>) {
             if let Held::Run = lead.hold(py) {
                 continue;
             }
-            let held = py.detach(|| {
+            came = py.detach(|| loop {
                 queue.wait_for_work();
                 if !lead.is_vacant() {
-                    return None;
+                    return Came::Woken;
                 }
                 // Woken because nobody drives the loop (see `lead`): do that
                 // first, rather than take a job and leave the loop undriven,
-                // and without waiting for the GIL, which a stuck app may hold.
+                // and without waiting for the GIL, which a stuck app may hold;
+                // told to park again, park without taking the GIL either.
                 queue.unsearch();
-                Some(lead.hold_detached())
+                if let Held::Run = lead.hold_detached() {
+                    return Came::Started;
+                }
             });
-            came = match held {
-                None => Came::Woken,
-                Some(_) => Came::Started,
-            };
         }
     });
     let mut alive = state.alive.lock().unwrap_or_else(|e| e.into_inner());

@@ -134,8 +134,12 @@ impl Server {
         // threads take turns at the loop (see `lead`).
         let home = Poll::new()?;
         let lead = Lead::new(server, crew.queue(), pace, relay.route(), &home)?;
-        lead.start_monitor()?;
-        crew.start(&lead)?;
+        let started = lead.start_monitor().and_then(|()| crew.start(&lead));
+        if started.is_err() {
+            // Whichever threads did start must let go of the sockets.
+            self.stop.stop_now();
+            lead.abandon();
+        }
         let result = py.detach(|| {
             let result = lead.wait(
                 home,
@@ -157,6 +161,12 @@ impl Server {
                 },
                 &|| self.stop.stop(),
             );
+            if result.is_err() {
+                // Stop whoever drives the loop, and take the server from it.
+                self.stop.stop_now();
+                lead.abandon();
+            }
+            let result = started.and(result);
             let mut server = lead.take_server();
             if let Some(server) = &mut server {
                 let engine = server.engine();
