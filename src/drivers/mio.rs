@@ -1,4 +1,5 @@
-//! The production driver: one thread, mio's `Poll`, a `Waker` for app events.
+//! The production driver: mio's `Poll`, a `Waker` for app events, driven one
+//! turn at a time by whichever thread holds it (see `python::lead`).
 //!
 //! It owns the sockets and the clock, turns readiness into engine calls and
 //! sleeps until the engine's next deadline. mio is edge-triggered; the engine
@@ -512,7 +513,6 @@ pub type DrainNotice = Box<dyn FnMut(bool) + Send>;
 /// A bound server: the engine, its sockets and the app-event channel.
 pub struct MioServer<E: Executor> {
     poll: Poll,
-    signals: Option<SignalSource>,
     engine: Engine<MioTransport, MioClock, E>,
     events: Receiver<AppEvent>,
     flagged: Arc<AtomicBool>,
@@ -573,7 +573,6 @@ impl<E: Executor> MioServer<E> {
         let transport = MioTransport::new(registry, listeners)?;
         let clock = MioClock::new();
         Ok(MioServer {
-            signals: None,
             engine: Engine::new(config, transport, clock, exec),
             poll: wiring.poll,
             events: wiring.events,
@@ -616,27 +615,12 @@ impl<E: Executor> MioServer<E> {
         self.engine.transport_mut().meter = meter;
     }
 
-    /// Watch the read end of a signal wakeup pipe (Python's
-    /// `signal.set_wakeup_fd`): when a byte arrives, `run_with`'s callback runs
-    /// the pending handlers. The fd stays owned by the caller.
-    pub fn watch_signals(&mut self, source: SignalSource) -> io::Result<()> {
-        source.register(self.poll.registry())?;
-        self.signals = Some(source);
-        Ok(())
-    }
-
-    /// Serve until stopped.
+    /// Serve until stopped: gracefully (a first stop request, or
+    /// `max_requests`) once every connection has closed; at once on a second
+    /// request. (The Python server drives turns itself, see `python::lead`.)
     pub fn run(&mut self) -> io::Result<()> {
-        self.run_with(&mut || false)
-    }
-
-    /// Serve until stopped: gracefully (a first stop request, a first
-    /// `on_signal` returning true, or `max_requests`) once every connection
-    /// has closed; at once on a second request. `on_signal` is called when
-    /// the signal source fires.
-    pub fn run_with(&mut self, on_signal: &mut dyn FnMut() -> bool) -> io::Result<()> {
         loop {
-            if let Some(result) = self.turn(true, on_signal) {
+            if let Some(result) = self.turn(true) {
                 return result;
             }
         }
@@ -645,12 +629,8 @@ impl<E: Executor> MioServer<E> {
     /// One turn of the loop: poll (sleeping until the next event or deadline
     /// if `wait`, else not at all), then hand every event to the engine.
     /// Returns the outcome once the server has finished: drained after a
-    /// graceful stop, or stopped at once. `on_signal` is as for `run_with`.
-    pub fn turn(
-        &mut self,
-        wait: bool,
-        on_signal: &mut dyn FnMut() -> bool,
-    ) -> Option<io::Result<()>> {
+    /// graceful stop, or stopped at once.
+    pub fn turn(&mut self, wait: bool) -> Option<io::Result<()>> {
         self.engine.clock().refresh();
         match self.stop.load(Ordering::Acquire) {
             0 => {}
@@ -675,7 +655,7 @@ impl<E: Executor> MioServer<E> {
         self.engine.clock().refresh();
         let outcome = match polled {
             Ok(()) => {
-                self.handle(&events, on_signal);
+                self.handle(&events);
                 None
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
@@ -708,21 +688,12 @@ impl<E: Executor> MioServer<E> {
         result
     }
 
-    fn handle(&mut self, events: &Events, on_signal: &mut dyn FnMut() -> bool) {
+    fn handle(&mut self, events: &Events) {
         let mut acceptable = false;
         for ev in events.iter() {
             if is_listener(ev.token()) {
                 // Accept after the rest of the batch (see `Engine::on_acceptable`).
                 acceptable = true;
-                continue;
-            }
-            if ev.token() == SIGNALS {
-                if let Some(source) = &self.signals {
-                    source.drain();
-                }
-                if on_signal() {
-                    self.stop.fetch_add(1, Ordering::AcqRel);
-                }
                 continue;
             }
             if ev.token() == WAKER {

@@ -580,7 +580,11 @@ fn write_latin1(text: &str, out: &mut Vec<u8>) {
 }
 
 fn write_decimal(n: u64, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 20];
+    out.extend_from_slice(decimal(n, &mut [0u8; 20]).as_bytes());
+}
+
+/// `n` in decimal, written into `buf` (no `fmt`, no allocation).
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
     let mut at = buf.len();
     let mut rest = n;
     loop {
@@ -592,7 +596,8 @@ fn write_decimal(n: u64, out: &mut Vec<u8>) {
             break;
         }
     }
-    out.extend_from_slice(&buf[at..]);
+    // ASCII digits only.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 #[cfg(test)]

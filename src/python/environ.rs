@@ -14,6 +14,7 @@ use log::warn;
 use crate::config::Config;
 use crate::engine::{Body, Job, Peer};
 use crate::http::proxy::{self, ProxyEnv, ProxyHeader, ProxySettings};
+use crate::http::response::decimal;
 use crate::http::target::{apply_prefix, split_target};
 use crate::python::pool::ReqCtl;
 use crate::python::wsgi::DisconnectedCheck;
@@ -79,35 +80,10 @@ impl PeerCache {
             }
         };
         drop(last);
-        let mut digits = itoa_port(a.port());
-        (addr, PyString::new(py, digits.as_str()))
+        let mut digits = [0u8; 20];
+        let port = decimal(u64::from(a.port()), &mut digits);
+        (addr, PyString::new(py, port))
     }
-}
-
-/// A port number in decimal, without `fmt`.
-struct PortDigits {
-    buf: [u8; 5],
-    start: usize,
-}
-
-impl PortDigits {
-    fn as_str(&mut self) -> &str {
-        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
-    }
-}
-
-fn itoa_port(mut port: u16) -> PortDigits {
-    let mut buf = [0u8; 5];
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (port % 10) as u8;
-        port /= 10;
-        if port == 0 {
-            break;
-        }
-    }
-    PortDigits { buf, start }
 }
 
 impl Template {

@@ -55,7 +55,7 @@ pub enum Held {
 pub const QUICK: Duration = Duration::from_micros(200);
 
 /// How often the monitor looks at a vacant lead; a stuck holder delays the
-/// other clients by one to two ticks.
+/// other clients by two to four ticks (a kick counts as the lead moving).
 pub const TICK: Duration = Duration::from_millis(2);
 
 /// Ticks without any movement of the lead before the monitor stops ticking
@@ -63,7 +63,7 @@ pub const TICK: Duration = Duration::from_millis(2);
 const IDLE_TICKS: u32 = 64;
 
 /// A thread running queued jobs back to back writes their answers (and
-/// polls) after this many, or once the oldest is `BATCH_WITHIN` old. Each
+/// polls) after this many, or `BATCH_WITHIN` after the last time. Each
 /// write wakes the client's reader; on a virtual machine waking a thread on
 /// an idle CPU is an interrupt through the hypervisor, and one per batch
 /// instead of one per answer took a Flask hello from 9-10k to 11-14k
@@ -132,7 +132,7 @@ pub struct Lead {
     outcome: Mutex<Option<io::Result<()>>>,
     /// Wakes `wait`, on the thread that called `Server.run()`.
     done: Waker,
-    pub pace: Arc<Pace>,
+    pub pace: Pace,
     queue: Arc<JobQueue<Queued>>,
     /// The holder's log records go through the relay (it must not wait for
     /// the GIL while other clients wait for it).
@@ -145,7 +145,6 @@ impl Lead {
     pub fn new(
         server: MioServer<PyPool>,
         queue: Arc<JobQueue<Queued>>,
-        pace: Arc<Pace>,
         route: Route,
         poll: &Poll,
     ) -> io::Result<Arc<Lead>> {
@@ -159,7 +158,7 @@ impl Lead {
             finished: AtomicBool::new(false),
             outcome: Mutex::new(None),
             done: Waker::new(poll.registry(), FINISHED)?,
-            pace,
+            pace: Pace::default(),
             queue,
             route,
             monitor: Monitor::default(),
@@ -205,7 +204,7 @@ impl Lead {
         let Some(server) = server.as_mut() else {
             return true;
         };
-        let turned = catch_unwind(AssertUnwindSafe(|| server.turn(wait, &mut || false)));
+        let turned = catch_unwind(AssertUnwindSafe(|| server.turn(wait)));
         let outcome = match turned {
             Ok(None) => return false,
             Ok(Some(outcome)) => outcome,
@@ -227,7 +226,8 @@ impl Lead {
     /// started just now and will take the lead after it), or the server has
     /// finished (`Run`: the caller looks at the queue again).
     pub fn hold(&self, py: Python<'_>) -> Held {
-        if self.held.load(Ordering::Relaxed) || self.finished.load(Ordering::Acquire) {
+        // Not worth letting go of the GIL for a lead that is plainly taken.
+        if !self.is_vacant() {
             return Held::Park;
         }
         py.detach(|| self.hold_detached())
@@ -275,8 +275,8 @@ impl Lead {
         !self.held.load(Ordering::SeqCst) && !self.finished.load(Ordering::Acquire)
     }
 
-    /// After a job that ended at `ended`: every [`BATCH`] jobs, or once the
-    /// oldest unwritten answer is [`BATCH_WITHIN`] old, take the lead if it
+    /// After a job that ended at `ended`: every [`BATCH`] jobs, or once
+    /// [`BATCH_WITHIN`] has passed since the last such turn, take the lead if it
     /// is free for one turn without sleeping (write the answers, read what
     /// came meanwhile), then let go. A thread that runs out of jobs drives
     /// the loop anyway, so the batch is also cut short by an empty queue.

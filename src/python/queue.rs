@@ -172,7 +172,7 @@ impl<T> JobQueue<T> {
     }
 
     /// Queue several jobs under one lock, with at most one wake-up (none in
-    /// solo mode while no job runs: the pusher will run them itself).
+    /// solo mode: the pusher will run them itself).
     /// Returns the queue depth before them, or None (dropping them) once
     /// closed.
     pub fn push_all(&self, jobs: impl IntoIterator<Item = T>) -> Option<usize> {

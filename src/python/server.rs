@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList};
 use crate::config::Config;
 use crate::drivers::mio::{Listener, MioServer, SignalSource, StopHandle, Wiring};
 use crate::python::environ::Template;
-use crate::python::lead::{Lead, Pace};
+use crate::python::lead::Lead;
 use crate::python::log_relay::Relay;
 use crate::python::pool::PyPool;
 use crate::python::settings;
@@ -119,7 +119,6 @@ impl Server {
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("the server has already run"))?;
         let meter = shared.meter.clone(); // metrics: connections and bytes
-        let pace = Arc::new(Pace::default());
         let (pool, crew) = PyPool::new(config.threads, shared, wiring.sender.clone())?;
         let mut server = MioServer::new(&config, listeners, wiring, pool)?;
         server.set_metrics(meter);
@@ -133,7 +132,7 @@ impl Server {
         // This thread waits for the end and runs signal handlers; the pool's
         // threads take turns at the loop (see `lead`).
         let home = Poll::new()?;
-        let lead = Lead::new(server, crew.queue(), pace, relay.route(), &home)?;
+        let lead = Lead::new(server, crew.queue(), relay.route(), &home)?;
         let started = lead.start_monitor().and_then(|()| crew.start(&lead));
         if started.is_err() {
             // Whichever threads did start must let go of the sockets.
