@@ -149,9 +149,18 @@ impl Stream {
 /// A connection is registered once, for both directions, edge-triggered;
 /// the engine's `Want` only filters which events reach it. Changing the
 /// epoll interest instead costs two `epoll_ctl` calls per request.
+///
+/// It is registered only once it has to wait: a client that sends its
+/// request with the connection (TCP_DEFER_ACCEPT makes that the rule) and
+/// asks for `Connection: close` is read, answered and closed without any
+/// `epoll_ctl`, here or (implicitly) in close().
 struct Conn {
     stream: Stream,
     want: Want,
+    /// Known to the poller (see `MioTransport::register_waiting`).
+    registered: bool,
+    /// The poller refused it: every read and write fails from now on.
+    unwatched: bool,
     /// Readiness hints: an event said the socket may be readable (writable)
     /// and no read (write) has since found it drained. Edge-triggered, so
     /// a drained socket reports again when anything new happens.
@@ -169,10 +178,17 @@ impl Conn {
         Conn {
             stream,
             want: Want::READ,
+            registered: false,
+            unwatched: false,
             readable: true,
             writable: true,
             ending: false,
         }
+    }
+
+    /// The engine waits for readiness the hints say has not come yet.
+    fn waits(&self) -> bool {
+        (self.want.read && !self.readable) || (self.want.write && !self.writable)
     }
 }
 
@@ -192,6 +208,13 @@ pub struct MioTransport {
     /// Connections whose `Want` was widened while their readiness hint was
     /// set: no new edge will come for them, so the driver pumps them itself.
     recheck: Vec<ConnId>,
+    /// Unregistered connections that may have started to wait: registered
+    /// (if they still wait) before the next poll.
+    unregistered: Vec<ConnId>,
+    /// Per listener: whether its accepted sockets come with TCP_NODELAY
+    /// already set (Linux copies it from a listener that has it), learnt
+    /// from the first accepted socket. Saves a setsockopt per connection.
+    nodelay_inherited: Vec<Option<bool>>,
     /// Connections and bytes (off unless `set_metrics`).
     meter: Meter,
 }
@@ -205,8 +228,11 @@ impl MioTransport {
             conns: Slab::new(),
             file_buf: Vec::new(),
             recheck: Vec::new(),
+            unregistered: Vec::new(),
+            nodelay_inherited: Vec::new(),
             meter: Meter::default(),
         };
+        t.nodelay_inherited = vec![None; t.listeners.len()];
         t.listen(true)?;
         Ok(t)
     }
@@ -235,8 +261,7 @@ impl MioTransport {
     fn accept_from(&mut self, i: usize) -> io::Result<Option<(Stream, Peer)>> {
         let result = match &self.listeners[i] {
             Listener::Tcp(l) => l.accept().map(|(s, a)| {
-                // Waitress sets TCP_NODELAY on every accepted socket.
-                let _ = s.set_nodelay(true);
+                set_nodelay(&s, &mut self.nodelay_inherited[i]);
                 (Stream::Tcp(s), Peer::Tcp(a))
             }),
             #[cfg(unix)]
@@ -250,9 +275,11 @@ impl MioTransport {
     }
 
     fn conn(&mut self, id: ConnId) -> io::Result<&mut Conn> {
-        self.conns
-            .get_mut(id.0)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "closed"))
+        match self.conns.get_mut(id.0) {
+            Some(c) if c.unwatched => Err(io::Error::other("cannot watch the connection")),
+            Some(c) => Ok(c),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "closed")),
+        }
     }
 }
 
@@ -272,19 +299,67 @@ impl MioTransport {
     fn take_recheck(&mut self) -> Vec<ConnId> {
         std::mem::take(&mut self.recheck)
     }
+
+    /// Note a connection that may have to wait for readiness from now on.
+    fn may_wait(&mut self, id: ConnId) {
+        if self.conns.get(id.0).is_some_and(|c| !c.registered) {
+            self.unregistered.push(id);
+        }
+    }
+
+    /// Register the connections that wait for readiness. Called before every
+    /// poll, once the engine has said what it wants: a connection that had
+    /// nothing more to wait for (answered and closed) is never registered.
+    /// Registering reports readiness that arrived before it (epoll checks
+    /// the socket when it is added), so no edge is lost.
+    fn register_waiting(&mut self) {
+        for id in std::mem::take(&mut self.unregistered) {
+            let Some(c) = self.conns.get_mut(id.0) else {
+                continue;
+            };
+            if c.registered || !c.waits() {
+                continue;
+            }
+            let both = Interest::READABLE | Interest::WRITABLE;
+            match self.registry.register(c.stream.source(), Token(id.0), both) {
+                Ok(()) => c.registered = true,
+                Err(e) => {
+                    // Without readiness events the connection would hang:
+                    // fail its I/O so the engine ends it (pumped at once).
+                    error!(target: "maitre", "could not watch a connection: {e}");
+                    c.unwatched = true;
+                    c.readable = true;
+                    c.writable = true;
+                    self.recheck.push(id);
+                }
+            }
+        }
+    }
+}
+
+/// Waitress sets TCP_NODELAY on every accepted socket. A listener that has
+/// it set passes it on (Linux): the first accepted socket tells.
+fn set_nodelay(stream: &TcpStream, inherited: &mut Option<bool>) {
+    if *inherited == Some(true) {
+        return;
+    }
+    if inherited.is_none() {
+        let has = stream.nodelay().unwrap_or(false);
+        *inherited = Some(has);
+        if has {
+            return;
+        }
+    }
+    let _ = stream.set_nodelay(true);
 }
 
 impl Transport for MioTransport {
     fn accept(&mut self) -> io::Result<Option<Accepted>> {
         for i in 0..self.listeners.len() {
-            let Some((mut stream, peer)) = self.accept_from(i)? else {
+            let Some((stream, peer)) = self.accept_from(i)? else {
                 continue;
             };
-            let entry = self.conns.vacant_entry();
-            let id = entry.key();
-            let both = Interest::READABLE | Interest::WRITABLE;
-            self.registry.register(stream.source(), Token(id), both)?;
-            entry.insert(Conn::new(stream));
+            let id = self.conns.insert(Conn::new(stream));
             self.meter.opened();
             return Ok(Some(Accepted {
                 conn: ConnId(id),
@@ -318,12 +393,13 @@ impl Transport for MioTransport {
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
         };
-        match &result {
-            Ok(n) if *n > 0 && *n < buf.len() && SHORT_READ_DRAINS && !c.ending => {
-                c.readable = false;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
-            _ => {}
+        let drained = match &result {
+            Ok(n) => *n > 0 && *n < buf.len() && SHORT_READ_DRAINS && !c.ending,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        if drained {
+            c.readable = false;
+            self.may_wait(conn);
         }
         let n = result?;
         self.meter.received(n);
@@ -339,6 +415,7 @@ impl Transport for MioTransport {
         };
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             c.writable = false;
+            self.may_wait(conn);
         }
         let n = result?;
         self.meter.sent(n);
@@ -375,6 +452,9 @@ impl Transport for MioTransport {
         if widened_read || widened_write {
             self.recheck.push(conn);
         }
+        if !c.registered && c.waits() {
+            self.unregistered.push(conn);
+        }
     }
 
     fn close(&mut self, conn: ConnId, how: Close) {
@@ -385,7 +465,7 @@ impl Transport for MioTransport {
         self.meter.closed();
         // Linux drops a closed descriptor from epoll by itself (we never dup
         // it); elsewhere mio asks for an explicit deregistration.
-        if !cfg!(target_os = "linux") {
+        if c.registered && !cfg!(target_os = "linux") {
             let _ = self.registry.deregister(c.stream.source());
         }
         // Dropping the stream closes it; the kernel sends the FIN (after any
@@ -650,6 +730,7 @@ impl<E: Executor> MioServer<E> {
         // Hand over this turn's jobs (including any a drain dispatched
         // above) before sleeping.
         self.engine.executor_mut().flush();
+        self.engine.transport_mut().register_waiting();
         let mut events = std::mem::replace(&mut self.events_buf, Events::with_capacity(0));
         let polled = self.poll(&mut events, wait);
         self.engine.clock().refresh();
@@ -838,5 +919,121 @@ fn is_listener(token: Token) -> bool {
 fn guarded(f: impl FnOnce()) {
     if catch_unwind(AssertUnwindSafe(f)).is_err() {
         error!(target: "maitre", "internal error while handling an event (a bug): the event was dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    /// A transport over one loopback listener (with TCP_NODELAY set on the
+    /// listener if asked), its poll, and a connected client.
+    fn transport(nodelay: bool) -> (MioTransport, Poll, std::net::TcpStream) {
+        let listener = bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let Listener::Tcp(tcp) = &listener else {
+            unreachable!()
+        };
+        SockRef::from(tcp).set_tcp_nodelay(nodelay).unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let poll = Poll::new().unwrap();
+        let registry = poll.registry().try_clone().unwrap();
+        let t = MioTransport::new(registry, vec![listener]).unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        (t, poll, client)
+    }
+
+    /// The connection the client made (a loopback connect is in the accept
+    /// queue once `connect` returns).
+    fn accepted(t: &mut MioTransport) -> ConnId {
+        t.accept().unwrap().expect("a pending connection").conn
+    }
+
+    fn events_for(poll: &mut Poll, conn: ConnId) -> bool {
+        let mut events = Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        events.iter().any(|ev| ev.token() == Token(conn.0))
+    }
+
+    #[test]
+    fn a_connection_answered_without_waiting_is_never_registered() {
+        let (mut t, _poll, mut client) = transport(false);
+        client.write_all(REQUEST).unwrap();
+        let conn = accepted(&mut t);
+        let mut buf = [0u8; 1024];
+        assert_eq!(t.read(conn, &mut buf).unwrap(), REQUEST.len());
+        t.set_interest(conn, Want::NONE); // the app runs
+        let answer = b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+        assert_eq!(
+            t.write_vectored(conn, &[IoSlice::new(answer)]).unwrap(),
+            answer.len()
+        );
+        t.register_waiting();
+        assert!(!t.conns[conn.0].registered);
+        t.close(conn, Close::Fin);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, answer);
+    }
+
+    #[test]
+    fn a_waiting_connection_is_registered_and_hears_what_arrived_before() {
+        let (mut t, mut poll, mut client) = transport(false);
+        let conn = accepted(&mut t);
+        let mut buf = [0u8; 1024];
+        let err = t.read(conn, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // The request arrives after the engine found nothing, before the
+        // loop registers the connection: no edge may be lost.
+        client.write_all(REQUEST).unwrap();
+        t.register_waiting();
+        assert!(t.conns[conn.0].registered);
+        assert!(
+            events_for(&mut poll, conn),
+            "the waiting read was never reported"
+        );
+    }
+
+    #[test]
+    fn a_blocked_write_registers_the_connection() {
+        let (mut t, mut poll, mut client) = transport(false);
+        client.write_all(REQUEST).unwrap();
+        let conn = accepted(&mut t);
+        let mut buf = [0u8; 1024];
+        t.read(conn, &mut buf).unwrap();
+        let big = vec![b'x'; 1 << 20];
+        let mut sent = 0;
+        while t.write_vectored(conn, &[IoSlice::new(&big)]).is_ok() {
+            sent += 1;
+            assert!(sent < 1000, "a loopback socket never filled");
+        }
+        t.set_interest(conn, Want::WRITE);
+        t.register_waiting();
+        assert!(t.conns[conn.0].registered);
+        // The client reads: the socket turns writable and that is reported.
+        client.set_nonblocking(true).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        while client.read(&mut sink).is_ok() {}
+        assert!(
+            events_for(&mut poll, conn),
+            "the writable socket was never reported"
+        );
+    }
+
+    #[test]
+    fn nodelay_is_set_on_every_accepted_socket_once_or_inherited() {
+        for on_listener in [false, true] {
+            let (mut t, _poll, _client) = transport(on_listener);
+            let conn = accepted(&mut t);
+            let Stream::Tcp(stream) = &t.conns[conn.0].stream else {
+                unreachable!()
+            };
+            assert!(stream.nodelay().unwrap(), "listener nodelay {on_listener}");
+            if cfg!(target_os = "linux") {
+                assert_eq!(t.nodelay_inherited[0], Some(on_listener));
+            }
+        }
     }
 }

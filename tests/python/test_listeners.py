@@ -4,7 +4,9 @@ addresses (IPv4 and IPv6) served by one server."""
 import json
 import logging
 import os
+import socket
 import stat
+import time
 
 import pytest
 
@@ -103,3 +105,19 @@ def test_two_ipv4_listeners_share_one_pool(live):
         one.close()
         two.close()
     assert len(gate.threads) == 2
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
+def test_a_client_silent_past_the_deferred_accept_is_still_served(live):
+    """The listener defers accepting a connection until its first bytes
+    arrive (or about a second has passed): a client that connects and
+    waits longer than that before sending is served like any other, and
+    one that sends at once is served on the same server meanwhile."""
+    server = live(probe_app)
+    with server.connect() as slow:
+        with server.connect() as quick:
+            assert quick.request().status == 200
+        time.sleep(1.5)  # the client's own pause, longer than the deferral
+        response = slow.request("GET", "/late")
+    assert response.status == 200
+    assert json.loads(response.body)["PATH_INFO"] == "/late"

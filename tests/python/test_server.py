@@ -82,6 +82,24 @@ def test_tcp_listener_is_listening_non_blocking_reusable(servers):
     assert server.accepting is True
 
 
+def test_own_tcp_listener_passes_on_nodelay_and_defers_accept(servers):
+    sock = make(servers, listen="127.0.0.1:0").socket
+    # Accepted sockets inherit TCP_NODELAY from it (Linux): one system call
+    # fewer per connection than setting it on each.
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+
+
+def test_prebound_tcp_socket_keeps_its_options(servers):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    make(servers, sockets=[sock])
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
+
+
 def test_backlog_reaches_listen(servers, monkeypatch):
     seen = []
     real = TcpWSGIServer.accept_connections
