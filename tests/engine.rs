@@ -864,6 +864,66 @@ fn batched_head_body_and_end_leave_in_one_write() {
     assert_eq!(h.only(mark, is_write), vec![Ev::Write(c, wire(&response))]);
 }
 
+/// `Complete` is `Head`, `Data` and `Done` in one event: the same bytes and
+/// the same fate for the connection, whatever the answer.
+#[rstest::rstest]
+#[case::get("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK", &[], b"hello")]
+#[case::head("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK", &[], b"hello")]
+#[case::empty("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "204 No Content", &[], b"")]
+#[case::http10("GET / HTTP/1.0\r\n\r\n", "200 OK", &[("X", "y")], b"hi")]
+#[case::close("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "200 OK", &[], b"hi")]
+#[case::refused_status("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "20 OK", &[], b"x")]
+#[case::refused_header("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK", &[("Bad Name", "v")], b"x")]
+#[case::too_few_bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK", &[("Content-Length", "10")], b"abc")]
+fn complete_is_head_data_and_done_in_one_event(
+    #[case] request: &str,
+    #[case] status: &str,
+    #[case] headers: &[(&str, &str)],
+    #[case] body: &[u8],
+) {
+    let run = |whole: bool| {
+        let mut h = H::new();
+        let c = h.connect();
+        h.send(c, request);
+        let r = h.req(0);
+        let head = AppHead {
+            status: status.to_string(),
+            headers: headers.iter().copied().collect(),
+            known_length: Some(body.len() as u64),
+        };
+        let events = if whole {
+            vec![AppEvent::Complete {
+                req: r,
+                head,
+                body: body.to_vec().into(),
+            }]
+        } else {
+            let mut events = vec![AppEvent::Head { req: r, head }];
+            if !body.is_empty() {
+                events.push(AppEvent::Data {
+                    req: r,
+                    bytes: body.to_vec().into(),
+                });
+            }
+            events.push(AppEvent::Done { req: r });
+            events
+        };
+        h.events(events);
+        let answer = h.take(c);
+        let open = h.is_open(c);
+        // A keep-alive connection goes on to its next request.
+        let next = open.then(|| {
+            h.send(c, get("/next"));
+            h.app_ok(h.req(1), "next");
+            h.take(c)
+        });
+        (answer, open, next)
+    };
+    let separate = run(false);
+    assert!(separate.0.starts_with("HTTP/1."), "{separate:?}");
+    assert_eq!(run(true), separate);
+}
+
 #[test]
 fn unbatched_chunked_end_leaves_in_its_own_write() {
     let mut h = H::new();

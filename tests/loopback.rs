@@ -33,7 +33,7 @@ impl ThreadPool {
                 let (status, headers, out) = handler(&job, body);
                 let head = AppHead {
                     status,
-                    headers,
+                    headers: headers.into_iter().collect(),
                     known_length: None,
                 };
                 events.send(AppEvent::Head { req: job.req, head });

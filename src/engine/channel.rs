@@ -573,7 +573,8 @@ impl Channel {
         cx: &mut Ctx<'_, T, E>,
         ev: AppEvent,
     ) {
-        if self.active_req() != Some(ev.req()) || self.ending != Ending::Open {
+        let req = ev.req();
+        if self.active_req() != Some(req) || self.ending != Ending::Open {
             return;
         }
         let result = match ev {
@@ -588,6 +589,19 @@ impl Channel {
                 file, offset, len, ..
             } => self.app_file(cx, file, offset, len),
             AppEvent::Done { .. } => self.app_done(cx),
+            AppEvent::Complete { head, body, .. } => {
+                if let Some(active) = &mut self.active {
+                    active.pending_head = Some(head);
+                }
+                self.app_data(cx, body).and_then(|()| {
+                    // The data may have ended the request (a refused head).
+                    if self.active_req() == Some(req) && self.ending == Ending::Open {
+                        self.app_done(cx)
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
             AppEvent::Failed { detail, .. } => {
                 self.app_failed(cx, detail);
                 Ok(())

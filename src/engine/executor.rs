@@ -100,12 +100,80 @@ impl std::fmt::Debug for Chunk {
     }
 }
 
+/// The app's header lines in its order, packed into one string: two
+/// allocations for any number of lines (pairs of `String`s cost two per
+/// line, on every response).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct HeaderList {
+    text: String,
+    /// Per line, where its name ends and where its value ends in `text`;
+    /// a name starts where the previous value ended.
+    ends: Vec<(usize, usize)>,
+}
+
+impl HeaderList {
+    /// Room for `lines` lines of `bytes` bytes in all, names and values.
+    pub fn with_capacity(lines: usize, bytes: usize) -> Self {
+        HeaderList {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(lines),
+        }
+    }
+
+    pub fn push(&mut self, name: &str, value: &str) {
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.ends.push((name_end, self.text.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// `(name, value)` per line, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let line = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            line
+        })
+    }
+
+    /// Keep the lines `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        let kept: HeaderList = self.iter().filter(|&(n, v)| keep(n, v)).collect();
+        *self = kept;
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for HeaderList {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut list = HeaderList::default();
+        for (name, value) in iter {
+            list.push(name.as_ref(), value.as_ref());
+        }
+        list
+    }
+}
+
+impl std::fmt::Debug for HeaderList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// What the app answered, as status and headers (not yet validated or framed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppHead {
     /// e.g. `"200 OK"`.
     pub status: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderList,
     /// The body length when the app side knows it without a Content-Length
     /// header: `len(app_iter) == 1`, or a seekable file wrapper.
     pub known_length: Option<u64>,
@@ -134,6 +202,14 @@ pub enum AppEvent {
     Done {
         req: ReqId,
     },
+    /// The whole response at once: `Head`, `Data` (if `body` is not empty)
+    /// and `Done` in one event, for the common `[body]` result: one trip
+    /// through the channel instead of three.
+    Complete {
+        req: ReqId,
+        head: AppHead,
+        body: Chunk,
+    },
     /// The app raised. Before the head went out this becomes a 500 (with `detail`
     /// as the body text when tracebacks are exposed); after, the connection is cut.
     Failed {
@@ -149,6 +225,7 @@ impl AppEvent {
             | AppEvent::Data { req, .. }
             | AppEvent::File { req, .. }
             | AppEvent::Done { req }
+            | AppEvent::Complete { req, .. }
             | AppEvent::Failed { req, .. } => *req,
         }
     }
@@ -171,4 +248,28 @@ pub trait Executor {
     /// Called by a driver at the end of each turn of its loop: an executor
     /// that collects the jobs of a turn hands them over here, together.
     fn flush(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_list_keeps_lines_in_order_with_empty_names_and_values() {
+        let pairs = [("A", "1"), ("", "x"), ("B", ""), ("A", "2")];
+        let list: HeaderList = pairs.iter().copied().collect();
+        assert_eq!(list.len(), 4);
+        assert_eq!(list.iter().collect::<Vec<_>>(), pairs);
+    }
+
+    #[test]
+    fn retain_drops_only_the_lines_refused() {
+        let mut list: HeaderList = [("Content-Length", "5"), ("X", "y"), ("content-length", "6")]
+            .into_iter()
+            .collect();
+        list.retain(|n, _| !n.eq_ignore_ascii_case("content-length"));
+        assert_eq!(list.iter().collect::<Vec<_>>(), [("X", "y")]);
+        list.push("Z", "z");
+        assert_eq!(list.iter().collect::<Vec<_>>(), [("X", "y"), ("Z", "z")]);
+    }
 }

@@ -8,6 +8,6 @@ pub mod settings;
 pub mod transport;
 
 pub use clock::{Clock, Timestamp};
-pub use executor::{AppEvent, AppHead, Body, Chunk, Executor, Job, ReqId};
+pub use executor::{AppEvent, AppHead, Body, Chunk, Executor, HeaderList, Job, ReqId};
 pub use server::Engine;
 pub use transport::{Accepted, Close, ConnId, ListenerId, Peer, Transport, Want};

@@ -367,7 +367,7 @@ fn collect_app_headers<'a>(
         date_set: false,
         server_set: false,
     };
-    for (name, value) in &app.headers {
+    for (name, value) in app.headers.iter() {
         match check_header(name, value)? {
             Role::ContentLength(n) => {
                 // Waitress would send both lines and frame by the last one;

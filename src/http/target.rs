@@ -16,26 +16,38 @@
 
 use std::borrow::Cow;
 
-/// A request target split into its WSGI parts.
+/// A request target split into its WSGI parts: borrowed from the target
+/// unless decoding changed them (every request goes through here; most
+/// targets need no copy).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Target {
+pub struct Target<'a> {
     /// Percent-decoded path with leading repeated slashes collapsed to one; `PATH_INFO`
     /// (before `url_prefix`) once decoded as latin-1.
-    pub path: Vec<u8>,
+    pub path: Cow<'a, [u8]>,
     /// The raw query (`QUERY_STRING`): not decoded, fragment removed, empty if none.
-    pub query: Vec<u8>,
+    pub query: Cow<'a, [u8]>,
 }
 
 /// Splits a raw request target (as in `RequestHead::target`) into path and query.
-pub fn split_target(target: &[u8]) -> Target {
+pub fn split_target(target: &[u8]) -> Target<'_> {
     let (path, query) = if target.starts_with(b"//") {
         split_by_hand(target)
     } else {
-        let url = clean_like_urlsplit(target);
-        let (path, query) = split_like_urlsplit(&url);
-        (path.to_vec(), query.to_vec())
+        match clean_like_urlsplit(target) {
+            Cow::Borrowed(url) => {
+                let (path, query) = split_like_urlsplit(url);
+                (Cow::Borrowed(path), Cow::Borrowed(query))
+            }
+            Cow::Owned(url) => {
+                let (path, query) = split_like_urlsplit(&url);
+                (Cow::Owned(path.to_vec()), Cow::Owned(query.to_vec()))
+            }
+        }
     };
-    let path = percent_decode(&path);
+    let path = match path {
+        Cow::Borrowed(p) => percent_decode(p),
+        Cow::Owned(p) => Cow::Owned(percent_decode(&p).into_owned()),
+    };
     Target {
         path: collapse_leading_slashes(path),
         query,
@@ -48,28 +60,31 @@ pub fn split_target(target: &[u8]) -> Target {
 ///
 /// The prefix is compared as Waitress compares it, with the path decoded as latin-1: a
 /// prefix holding a character above U+00FF can never match.
-pub fn apply_prefix(path: &[u8], url_prefix: &str) -> Vec<u8> {
-    let Some(prefix) = latin1(url_prefix) else {
-        return path.to_vec();
-    };
-    if prefix.is_empty() {
-        return path.to_vec();
+pub fn apply_prefix<'a>(path: &'a [u8], url_prefix: &str) -> &'a [u8] {
+    if url_prefix.is_empty() {
+        return path;
     }
+    let Some(prefix) = latin1(url_prefix) else {
+        return path;
+    };
     if path == &prefix[..] {
-        return Vec::new();
+        return b"";
     }
     match path.strip_prefix(&prefix[..]) {
-        Some(rest) if rest.starts_with(b"/") => rest.to_vec(),
-        _ => path.to_vec(),
+        Some(rest) if rest.starts_with(b"/") => rest,
+        _ => path,
     }
 }
 
 /// `//`-targets: the fragment goes first (at the first `#`), then the query (at the first
 /// `?`); everything else, authority-looking part included, is path.
-fn split_by_hand(target: &[u8]) -> (Vec<u8>, Vec<u8>) {
+fn split_by_hand(target: &[u8]) -> (Cow<'_, [u8]>, Cow<'_, [u8]>) {
     let before_fragment = cut_at(target, b'#').0;
     let (path, query) = cut_at(before_fragment, b'?');
-    (path.to_vec(), query.unwrap_or_default().to_vec())
+    (
+        Cow::Borrowed(path),
+        Cow::Borrowed(query.unwrap_or_default()),
+    )
 }
 
 /// What `urlsplit` does to its input before splitting: leading C0 controls and spaces are
@@ -135,7 +150,10 @@ fn cut_at(s: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
 
 /// Python's `unquote_to_bytes`: `%XX` with two hex digits (either case) becomes the byte;
 /// any other `%` stays literal and scanning resumes right after it; `+` is not a space.
-fn percent_decode(s: &[u8]) -> Vec<u8> {
+fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return Cow::Borrowed(s);
+    }
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -154,7 +172,7 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
             }
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -165,12 +183,18 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// A path starting with `/` keeps exactly one leading slash; inner slashes stay. This runs
 /// on the decoded path, so `/%2F%2Fx` collapses too.
-fn collapse_leading_slashes(mut path: Vec<u8>) -> Vec<u8> {
+fn collapse_leading_slashes(path: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     let slashes = path.iter().take_while(|&&b| b == b'/').count();
-    if slashes > 1 {
-        path.drain(..slashes - 1);
+    if slashes <= 1 {
+        return path;
     }
-    path
+    match path {
+        Cow::Borrowed(p) => Cow::Borrowed(&p[slashes - 1..]),
+        Cow::Owned(mut p) => {
+            p.drain(..slashes - 1);
+            Cow::Owned(p)
+        }
+    }
 }
 
 /// The latin-1 bytes of `s`, or `None` if a character does not fit in one byte.
@@ -249,7 +273,7 @@ mod tests {
     fn splits_like_waitress(#[case] target: &[u8], #[case] path: &[u8], #[case] query: &[u8]) {
         let split = split_target(target);
         assert_eq!(
-            (split.path.as_slice(), split.query.as_slice()),
+            (&split.path[..], &split.query[..]),
             (path, query),
             "target {:?}",
             String::from_utf8_lossy(target)
@@ -270,10 +294,7 @@ mod tests {
         #[case] query: &[u8],
     ) {
         let split = split_target(target);
-        assert_eq!(
-            (split.path.as_slice(), split.query.as_slice()),
-            (path, query)
-        );
+        assert_eq!((&split.path[..], &split.query[..]), (path, query));
     }
 
     #[rstest]

@@ -148,7 +148,7 @@ impl Template {
         env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
         let target = split_target(&head.target);
         let path = apply_prefix(&target.path, &self.url_prefix);
-        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, path))?;
         env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &target.query))?;
         env.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target))?;
         let forwarded = match self.forwarded(py, job) {
@@ -250,11 +250,7 @@ impl Template {
         forwarded: Option<&ProxyEnv<'_>>,
     ) -> PyResult<()> {
         for (name, value) in &job.head.headers {
-            let key = match name.as_str() {
-                "CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH").clone(),
-                "CONTENT_TYPE" => intern!(py, "CONTENT_TYPE").clone(),
-                other => PyString::new(py, &format!("HTTP_{other}")),
-            };
+            let key = header_key(py, name);
             if env.contains(&key)? {
                 continue;
             }
@@ -288,6 +284,39 @@ impl Template {
             }
         }
     }
+}
+
+/// The environ key for a header (in WSGI form): the common ones are
+/// interned (their hash is kept, so the dict does not compute it again).
+fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    let common = match name {
+        "CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH"),
+        "CONTENT_TYPE" => intern!(py, "CONTENT_TYPE"),
+        "HOST" => intern!(py, "HTTP_HOST"),
+        "USER_AGENT" => intern!(py, "HTTP_USER_AGENT"),
+        "ACCEPT" => intern!(py, "HTTP_ACCEPT"),
+        "ACCEPT_ENCODING" => intern!(py, "HTTP_ACCEPT_ENCODING"),
+        "ACCEPT_LANGUAGE" => intern!(py, "HTTP_ACCEPT_LANGUAGE"),
+        "CONNECTION" => intern!(py, "HTTP_CONNECTION"),
+        "COOKIE" => intern!(py, "HTTP_COOKIE"),
+        _ => return prefixed_key(py, name),
+    };
+    common.clone()
+}
+
+/// `HTTP_` + `name`, built on the stack when it is short.
+fn prefixed_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    const PREFIX: &[u8] = b"HTTP_";
+    let mut buf = [0u8; 64];
+    let len = PREFIX.len() + name.len();
+    if len > buf.len() {
+        return PyString::new(py, &format!("HTTP_{name}"));
+    }
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    buf[PREFIX.len()..len].copy_from_slice(name.as_bytes());
+    // ASCII prefix + a valid str: valid UTF-8.
+    let key = std::str::from_utf8(&buf[..len]).unwrap_or(name);
+    PyString::new(py, key)
 }
 
 #[cfg(unix)]

@@ -12,7 +12,7 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use crate::config::Config;
 use crate::drivers::mio::EventSender;
-use crate::engine::{AppEvent, AppHead, Job, ReqId};
+use crate::engine::{AppEvent, AppHead, Chunk, HeaderList, Job, ReqId};
 use crate::http::proxy;
 use crate::http::response::{validate_header, validate_status};
 use crate::metrics::Meter;
@@ -62,8 +62,10 @@ pub fn run(
     let result = call_app(py, shared, &mut job, ctl, &out, &mut seen);
     let end = match result {
         Ok(()) => {
-            out.finish(None);
-            out.events.send(AppEvent::Done { req });
+            if !out.lock().done {
+                out.finish(None);
+                out.events.send(AppEvent::Done { req });
+            }
             End::Completed
         }
         Err(err) => {
@@ -105,11 +107,10 @@ fn call_app(
 fn refuse_proxy_headers(py: Python<'_>, out: &Output, body: String) -> PyResult<()> {
     {
         let mut st = out.lock();
-        st.status = Some(proxy::MALFORMED_STATUS.to_string());
-        st.headers = vec![(
-            "Content-Type".to_string(),
-            proxy::MALFORMED_CONTENT_TYPE.to_string(),
-        )];
+        st.set_status(proxy::MALFORMED_STATUS.to_string());
+        st.headers = [("Content-Type", proxy::MALFORMED_CONTENT_TYPE)]
+            .into_iter()
+            .collect();
     }
     out.write_chunk(py, body.as_bytes(), None, None)
 }
@@ -133,10 +134,16 @@ fn send_result(
     out: &Output,
 ) -> PyResult<()> {
     if let Some(body) = single_bytes(result) {
-        // The common case, `[b"..."]`: the length is known, one Data event.
+        // The common case, `[b"..."]`: the length is known, and a plain list
+        // or tuple has no close() to call afterwards, so the response is
+        // complete: one event.
+        let plain =
+            result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+        if plain {
+            return out.write_whole(py, &body);
+        }
         let len = body.as_bytes().len() as u64;
-        out.write_chunk(py, body.as_bytes(), Some(&body), Some(len))?;
-        return Ok(());
+        return out.write_chunk(py, body.as_bytes(), Some(&body), Some(len));
     }
     if result.is_instance(shared.file_wrapper.bind(py))? {
         if send_file(py, result, out)? {
@@ -373,10 +380,15 @@ fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
 /// The response as the app has declared it so far.
 #[derive(Default)]
 struct RespState {
+    /// Until the head goes out (it moves into the head).
     status: Option<String>,
-    headers: Vec<(String, String)>,
+    /// The status code, for the access log and metrics.
+    code: Option<u16>,
+    headers: HeaderList,
     /// The head has been handed to the engine (first body bytes or the end).
     head_sent: bool,
+    /// The whole response has been handed over (`AppEvent::Complete`).
+    done: bool,
     /// Content-Length the app declared, if any (for file-wrapper trimming).
     app_length: Option<u64>,
     /// Body bytes handed to the I/O thread (access log, metrics).
@@ -384,12 +396,34 @@ struct RespState {
 }
 
 impl RespState {
+    fn set_status(&mut self, status: String) {
+        self.code = status.get(..3).and_then(|c| c.parse().ok());
+        self.status = Some(status);
+    }
+
+    /// start_response has been called.
+    fn started(&self) -> bool {
+        self.status.is_some() || self.head_sent
+    }
+
+    /// The head for the engine, once: None if it went already or if
+    /// start_response has not been called.
+    fn take_head(&mut self, known_length: Option<u64>) -> Option<AppHead> {
+        if self.head_sent {
+            return None;
+        }
+        let status = self.status.take()?;
+        self.head_sent = true;
+        Some(AppHead {
+            status,
+            headers: std::mem::take(&mut self.headers),
+            known_length,
+        })
+    }
+
     fn summary(&self, end: End) -> Summary {
         Summary {
-            status: self
-                .status
-                .as_deref()
-                .and_then(|s| s.get(..3)?.parse().ok()),
+            status: self.code,
             head_sent: self.head_sent,
             sent: self.sent,
             app_length: self.app_length,
@@ -439,24 +473,62 @@ impl Output {
 
     /// Hand the head to the engine if it has not gone yet.
     fn finish(&self, known_length: Option<u64>) {
-        let mut st = self.lock();
-        if st.head_sent {
-            return;
+        let head = self.lock().take_head(known_length);
+        if let Some(head) = head {
+            self.events.send(AppEvent::Head {
+                req: self.req,
+                head,
+            });
         }
-        let Some(status) = st.status.clone() else {
-            return;
+    }
+
+    /// The whole response is `body`: send head, body and end as one event
+    /// (unless the head went out already, through `write()`).
+    fn write_whole(&self, py: Python<'_>, body: &Bound<'_, PyBytes>) -> PyResult<()> {
+        let data = body.as_bytes();
+        let len = data.len() as u64;
+        if self.lock().head_sent {
+            return self.write_chunk(py, data, Some(body), Some(len));
+        }
+        self.check_started(len)?;
+        if !self.ctl.take_credit(py, data.len()) {
+            return Err(self.disconnected(py));
+        }
+        let head = {
+            let mut st = self.lock();
+            let head = st.take_head(Some(len));
+            st.done = head.is_some();
+            head
         };
-        st.head_sent = true;
-        let head = AppHead {
-            status,
-            headers: std::mem::take(&mut st.headers),
-            known_length,
+        let Some(head) = head else {
+            return Err(PyRuntimeError::new_err("the response head went out twice"));
         };
-        drop(st);
-        self.events.send(AppEvent::Head {
+        self.events.send(AppEvent::Complete {
             req: self.req,
             head,
+            body: self.chunk(data, Some(body)),
         });
+        Ok(())
+    }
+
+    /// Fail unless start_response was called; count `len` body bytes.
+    fn check_started(&self, len: u64) -> PyResult<()> {
+        let mut st = self.lock();
+        if !st.started() {
+            return Err(PyRuntimeError::new_err(
+                "start_response was not called before body written",
+            ));
+        }
+        st.sent += len;
+        Ok(())
+    }
+
+    /// Body bytes for the engine: a large `bytes` object is lent, not copied.
+    fn chunk(&self, data: &[u8], owner: Option<&Bound<'_, PyBytes>>) -> Chunk {
+        match owner {
+            Some(owner) if data.len() >= LEND_MIN => Lent::chunk(owner, &self.shared.returns),
+            _ => data.to_vec().into(),
+        }
     }
 
     /// Send body bytes, waiting for output credit first. `owner` is the
@@ -469,24 +541,13 @@ impl Output {
         owner: Option<&Bound<'_, PyBytes>>,
         known_length: Option<u64>,
     ) -> PyResult<()> {
-        {
-            let mut st = self.lock();
-            if st.status.is_none() {
-                return Err(PyRuntimeError::new_err(
-                    "start_response was not called before body written",
-                ));
-            }
-            st.sent += data.len() as u64;
-        }
+        self.check_started(data.len() as u64)?;
         if !self.ctl.take_credit(py, data.len()) {
             return Err(self.disconnected(py));
         }
         self.finish(known_length);
         if !data.is_empty() {
-            let bytes = match owner {
-                Some(owner) if data.len() >= LEND_MIN => Lent::chunk(owner, &self.shared.returns),
-                _ => data.to_vec().into(),
-            };
+            let bytes = self.chunk(data, owner);
             self.events.send(AppEvent::Data {
                 req: self.req,
                 bytes,
@@ -503,7 +564,7 @@ impl Output {
             Some(cl) if cl <= remain => cl,
             Some(_) => {
                 st.headers
-                    .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+                    .retain(|n, _| !n.eq_ignore_ascii_case("content-length"));
                 remain
             }
             None => remain,
@@ -532,7 +593,7 @@ impl StartResponse {
             let st = self.out.lock();
             match exc_info {
                 Some(info) if st.head_sent => return Err(reraise(py, info)),
-                None if st.status.is_some() => {
+                None if st.started() => {
                     return Err(PyAssertionError::new_err(
                         "start_response called a second time without providing exc_info.",
                     ))
@@ -548,7 +609,7 @@ impl StartResponse {
             .and_then(|(_, v)| v.trim().parse().ok());
         // Decision Q6: a second call replaces the first call's headers entirely.
         let mut st = self.out.lock();
-        st.status = Some(status);
+        st.set_status(status);
         st.headers = headers;
         st.app_length = app_length;
         Ok(Write {
@@ -576,8 +637,9 @@ fn checked_status(status: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(text)
 }
 
-fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
+fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderList> {
+    // Most apps send a few short headers: room for them at once.
+    let mut out = HeaderList::with_capacity(8, 256);
     for item in headers.try_iter()? {
         let item = item?;
         let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
@@ -597,15 +659,15 @@ fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>
                 item.repr()?
             )));
         };
-        let (n, v) = (n.to_str()?.to_owned(), v.to_str()?.to_owned());
-        validate_header(&n, &v).map_err(|m| {
+        let (n, v) = (n.to_str()?, v.to_str()?);
+        validate_header(n, v).map_err(|m| {
             if m.contains("hop-by-hop") {
                 PyAssertionError::new_err(m)
             } else {
                 PyValueError::new_err(m)
             }
         })?;
-        out.push((n, v));
+        out.push(n, v);
     }
     Ok(out)
 }
