@@ -792,7 +792,7 @@ fn request_split_across_one_byte_reads() {
     assert_eq!(h.exec(mark), vec![Ev::Dispatch(h.req(0))]);
     let job = h.job(0);
     assert_eq!(job.head.method, "GET");
-    assert_eq!(job.head.target, b"/a?b=1");
+    assert_eq!(&*job.head.target, b"/a?b=1");
     assert_eq!(job.head.headers, vec![("HOST".to_string(), b"x".to_vec())]);
     assert_eq!(job.conn, c);
     assert_eq!(job.peer, Peer::Tcp("10.0.0.1:40000".parse().unwrap()));
@@ -963,7 +963,7 @@ fn two_sequential_requests_on_one_connection() {
     assert_eq!(h.take(c), ok11("one"));
     h.send(c, get("/2"));
     assert_eq!(h.jobs().len(), 2);
-    assert_eq!(h.job(1).head.target, b"/2");
+    assert_eq!(&*h.job(1).head.target, b"/2");
     assert_ne!(h.req(0), h.req(1));
     assert_eq!(h.req(1).conn(), c);
     h.app_ok(h.req(1), "two");
@@ -1151,7 +1151,7 @@ fn five_pipelined_requests_answered_in_order_one_at_a_time() {
             want
         );
     }
-    let targets: Vec<&[u8]> = h.jobs().iter().map(|j| j.head.target.as_slice()).collect();
+    let targets: Vec<&[u8]> = h.jobs().iter().map(|j| &*j.head.target).collect();
     assert_eq!(targets, [&b"/1"[..], b"/2", b"/3", b"/4", b"/5"]);
     assert!(h.is_open(c));
 }
@@ -1215,7 +1215,7 @@ fn lookahead_zero_reads_nothing_while_a_request_runs() {
         vec![Ev::Read(c, Got::Data(get("/2").len()))]
     );
     assert_eq!(h.jobs().len(), 2);
-    assert_eq!(h.job(1).head.target, b"/2");
+    assert_eq!(&*h.job(1).head.target, b"/2");
 }
 
 #[test]
@@ -1348,7 +1348,7 @@ fn chunked_body_with_extensions_and_trailers() {
     assert_eq!(body_bytes(&mut body), b"hello world");
     h.app_ok(h.req(0), "a");
     assert_eq!(
-        h.job(1).head.target,
+        &*h.job(1).head.target,
         b"/next",
         "bytes after the body are the next request"
     );
@@ -2202,7 +2202,7 @@ fn a_full_server_waits_until_a_request_finishes_then_evicts_the_idle_connection(
             Ev::SetAccepting(false),
         ]
     );
-    assert_eq!(h.job(2).head.target, b"/waited");
+    assert_eq!(&*h.job(2).head.target, b"/waited");
     assert_eq!(h.engine.connection_count(), 2);
 }
 
@@ -3052,5 +3052,5 @@ fn a_connection_taken_this_round_is_not_evicted_before_its_data_is_read() {
         h.only(mark, is_accepting_event),
         vec![Ev::SetAccepting(false)]
     );
-    assert_eq!(h.job(0).head.target, b"/second");
+    assert_eq!(&*h.job(0).head.target, b"/second");
 }

@@ -5,6 +5,7 @@
 //! the transport, the executor, the current time and the settings.
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
+use std::sync::Arc;
 
 use log::{info, warn};
 
@@ -17,7 +18,7 @@ use crate::http::chunked::{ChunkedDecoder, Decoded};
 use crate::http::errors::{error_response, internal_error, HttpError};
 use crate::http::parser::{parse_head_from, Parsed};
 use crate::http::request::{BodyFraming, RequestHead, Version};
-use crate::http::response::{build_head, chunk_header, Framing, RequestInfo, LAST_CHUNK};
+use crate::http::response::{chunk_header, write_response_head, Framing, RequestInfo, LAST_CHUNK};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -30,7 +31,12 @@ pub struct Ctx<'a, T: Transport, E: Executor> {
     pub cfg: &'a EngineSettings,
     /// Source of request ids (see [`ReqId::new`]).
     pub next_seq: &'a mut u64,
+    /// Where response heads are built (reused: one per response otherwise).
+    pub head_buf: &'a mut Vec<u8>,
 }
+
+/// The most room the shared head buffer keeps between responses.
+const HEAD_BUF_KEEP: usize = 64 * 1024;
 
 /// What the read side is doing.
 enum Reading {
@@ -65,8 +71,8 @@ enum Queued {
 struct Active {
     req: ReqId,
     info: RequestInfo,
-    /// The request path, for log messages.
-    path: String,
+    /// The request target, for log messages (see `Active::path`).
+    target: Arc<[u8]>,
     /// From `AppEvent::Head`, until the first body byte makes us send it.
     pending_head: Option<AppHead>,
     framing: Option<Framing>,
@@ -78,6 +84,13 @@ struct Active {
     warned_surplus: bool,
     /// When the app must have finished (`request_timeout`).
     deadline: Option<Timestamp>,
+}
+
+impl Active {
+    /// The target as log messages show it, made only when one is written.
+    fn path(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.target)
+    }
 }
 
 /// Why a channel ended; decides FIN versus RST and what to log.
@@ -539,7 +552,7 @@ impl Channel {
         self.active = Some(Active {
             req,
             info,
-            path: String::from_utf8_lossy(&head.target).into_owned(),
+            target: head.target.clone(),
             pending_head: None,
             framing: None,
             keep_alive: true,
@@ -628,15 +641,21 @@ impl Channel {
             // Body before start_response: the worker reports that as Failed.
             return Ok(false);
         };
-        match build_head(&active.info, &app_head, cx.cfg.ident.as_deref(), cx.date) {
+        cx.head_buf.clear();
+        let ident = cx.cfg.ident.as_deref();
+        match write_response_head(&active.info, &app_head, ident, cx.date, cx.head_buf) {
             Ok(head) => {
                 active.framing = Some(head.framing);
                 active.keep_alive = head.keep_alive;
-                self.out.push_vec(head.bytes)?;
+                let pushed = self.out.push(cx.head_buf);
+                if cx.head_buf.capacity() > HEAD_BUF_KEEP {
+                    *cx.head_buf = Vec::new(); // a huge head once is no reason to keep its room
+                }
+                pushed?;
                 Ok(true)
             }
             Err(reason) => {
-                warn!(target: "maitre", "Exception while serving {}: {reason}", active.path);
+                warn!(target: "maitre", "Exception while serving {}: {reason}", active.path());
                 let version = active.info.version;
                 self.fail_before_head(cx, internal_error(None, version));
                 Ok(false)
@@ -756,7 +775,7 @@ impl Channel {
         warn!(
             target: "maitre",
             "request timed out after {limit} s (request_timeout) while serving {}",
-            active.path
+            active.path()
         );
         if active.framing.is_none() {
             let detail =
@@ -846,7 +865,7 @@ impl Channel {
         }
         self.ending = Ending::Broken;
         if let Some(active) = self.active.take() {
-            info!(target: "maitre", "Client disconnected while serving {}", active.path);
+            info!(target: "maitre", "Client disconnected while serving {}", active.path());
             cx.exec.cancel(active.req);
         }
         if let (Some(e), true) = (err, cx.cfg.log_socket_errors) {

@@ -43,6 +43,8 @@ pub struct Engine<T: Transport, C: Clock, E: Executor> {
     scratch: Vec<u8>,
     /// Channels touched by a batch of app events, pumped once at its end.
     touched: Vec<ConnId>,
+    /// Response heads are built here (see `Ctx::head_buf`).
+    head_buf: Vec<u8>,
 }
 
 impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
@@ -67,6 +69,7 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
             accept_later: false,
             date: DateCache::default(),
             touched: Vec::new(),
+            head_buf: Vec::new(),
         }
     }
 
@@ -422,6 +425,7 @@ impl<T: Transport, C: Clock, E: Executor> Engine<T, C, E> {
             date: self.date.text(),
             cfg: &self.cfg,
             next_seq: &mut self.next_seq,
+            head_buf: &mut self.head_buf,
         };
         Some(f(channel, &mut cx, &mut self.scratch))
     }

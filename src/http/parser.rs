@@ -5,7 +5,8 @@
 //! Q10, Q12 and Q15 applied. Errors are checked in Waitress's order: head size,
 //! bare CR/LF in the request line, header-line layout (bare CR/LF, leading
 //! fold), header grammar and duplicates, request line, target, then framing.
-use std::sync::OnceLock;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use memchr::{memchr, memchr2, memmem};
 
@@ -220,6 +221,15 @@ fn wsgi_name(name: &[u8]) -> String {
 /// A token as a String (tokens are ASCII; latin-1 is the never-taken fallback).
 fn ascii_string(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| latin1(e.as_bytes()))
+}
+
+/// The method as text: a static string for the common ones.
+fn method_name(method: &[u8]) -> Cow<'static, str> {
+    const COMMON: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
+    match COMMON.iter().find(|m| m.as_bytes() == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(ascii_string(method.to_vec())),
+    }
 }
 
 fn is_ows(b: u8) -> bool {
@@ -468,8 +478,8 @@ fn build_head(
         !has_token(connection, b"keep-alive")
     };
     Ok(RequestHead {
-        method: ascii_string(line.method.to_vec()),
-        target: line.target.to_vec(),
+        method: method_name(line.method),
+        target: Arc::from(line.target),
         version,
         headers,
         framing,
@@ -985,7 +995,7 @@ mod tests {
         input.extend_from_slice(b"\r\nHost: h\r\n\r\n");
         let got = head(&input);
         assert_eq!(
-            (got.method.as_str(), got.target.as_slice(), got.version),
+            (&*got.method, &*got.target, got.version),
             (method, target, version)
         );
     }
@@ -1125,7 +1135,7 @@ mod tests {
     fn plain_get() -> RequestHead {
         RequestHead {
             method: "GET".into(),
-            target: b"/".to_vec(),
+            target: b"/".to_vec().into(),
             version: V11,
             headers: vec![],
             framing: BodyFraming::None,
@@ -1142,7 +1152,7 @@ mod tests {
         let got = parse(input);
         let want = RequestHead {
             method: "POST".into(),
-            target: b"/a?b=c".to_vec(),
+            target: b"/a?b=c".to_vec().into(),
             version: V11,
             headers: hdrs(&[
                 ("HOST", &b"example.com"[..]),
@@ -1183,5 +1193,18 @@ mod tests {
             }
         }
         panic!("never completed");
+    }
+}
+
+#[cfg(test)]
+mod method_tests {
+    use super::*;
+
+    #[test]
+    fn common_methods_are_static_and_others_are_kept_as_sent() {
+        assert!(matches!(method_name(b"GET"), Cow::Borrowed("GET")));
+        assert!(matches!(method_name(b"PATCH"), Cow::Borrowed("PATCH")));
+        assert_eq!(method_name(b"PROPFIND"), "PROPFIND");
+        assert!(matches!(method_name(b"get"), Cow::Owned(m) if m == "get"));
     }
 }

@@ -1,4 +1,6 @@
 //! A parsed request head, owned, ready to cross to a worker thread.
+use std::borrow::Cow;
+use std::sync::Arc;
 
 /// The version a request is *answered* with. Waitress answers every version
 /// other than 1.1 (1.0, 0.9-style, 2.0, 8.4 ...) as HTTP/1.0.
@@ -28,10 +30,12 @@ pub enum BodyFraming {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
-    /// Upper-case token, as received.
-    pub method: String,
-    /// The raw request target bytes (REQUEST_URI), fragment and absolute-form included.
-    pub target: Vec<u8>,
+    /// Token, as received (the common methods need no allocation).
+    pub method: Cow<'static, str>,
+    /// The raw request target bytes (REQUEST_URI), fragment and absolute-form
+    /// included; shared, so the engine keeps it for its log messages without
+    /// a copy.
+    pub target: Arc<[u8]>,
     pub version: Version,
     /// Headers in WSGI form: name upper-cased with `-` turned into `_` (no `HTTP_`
     /// prefix), value stripped of SP/HTAB, repeated names joined with `", "` in

@@ -100,6 +100,33 @@ pub fn build_head(
     ident: Option<&str>,
     date: &str,
 ) -> Result<ResponseHead, String> {
+    let mut bytes = Vec::new();
+    let shape = write_response_head(req, app, ident, date, &mut bytes)?;
+    Ok(ResponseHead {
+        status: shape.status,
+        bytes,
+        framing: shape.framing,
+        keep_alive: shape.keep_alive,
+    })
+}
+
+/// What a head decided, its bytes aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadShape {
+    pub status: u16,
+    pub framing: Framing,
+    pub keep_alive: bool,
+}
+
+/// [`build_head`] appending to `out` (a buffer the caller reuses: a head is
+/// built for every response). On `Err`, `out` is unchanged.
+pub fn write_response_head(
+    req: &RequestInfo,
+    app: &AppHead,
+    ident: Option<&str>,
+    date: &str,
+    out: &mut Vec<u8>,
+) -> Result<HeadShape, String> {
     let status = parse_status(&app.status)?;
     let kind = StatusKind::of(status);
     let mut lines = Vec::with_capacity(app.headers.len() + 4);
@@ -113,9 +140,9 @@ pub fn build_head(
 
     // Stable: same-named headers keep the app's relative order (RFC 9110 §5.3).
     lines.sort_by(|a, b| cmp_recapitalised(a.name, b.name));
-    Ok(ResponseHead {
+    write_head(req.version, &app.status, &lines, out);
+    Ok(HeadShape {
         status,
-        bytes: write_head(req.version, &app.status, &lines),
         framing,
         keep_alive,
     })
@@ -535,28 +562,27 @@ fn cmp_recapitalised(a: &str, b: &str) -> Ordering {
     a_iter.cmp(b_iter)
 }
 
-fn write_head(version: Version, status: &str, lines: &[Line<'_>]) -> Vec<u8> {
+fn write_head(version: Version, status: &str, lines: &[Line<'_>], out: &mut Vec<u8>) {
     let size: usize = lines
         .iter()
         .map(|l| l.name.len() + 4 + l.value.len_guess())
         .sum();
-    let mut out = Vec::with_capacity(9 + status.len() + 2 + size + 2);
+    out.reserve(9 + status.len() + 2 + size + 2);
     out.extend_from_slice(version.as_str().as_bytes());
     out.push(b' ');
-    write_latin1(status, &mut out);
+    write_latin1(status, out);
     out.extend_from_slice(b"\r\n");
     for line in lines {
         let name = line.name.as_bytes();
         out.extend((0..name.len()).map(|i| recapitalised(name, i)));
         out.extend_from_slice(b": ");
         match line.value {
-            Value::Text(text) => write_latin1(text, &mut out),
-            Value::Number(n) => write_decimal(n, &mut out),
+            Value::Text(text) => write_latin1(text, out),
+            Value::Number(n) => write_decimal(n, out),
         }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 impl Value<'_> {
@@ -1164,8 +1190,8 @@ mod tests {
     #[test]
     fn request_info_reads_the_head() {
         let head = RequestHead {
-            method: "HEAD".to_owned(),
-            target: b"/".to_vec(),
+            method: "HEAD".into(),
+            target: b"/".to_vec().into(),
             version: V10,
             headers: Vec::new(),
             framing: crate::http::request::BodyFraming::None,
@@ -1175,7 +1201,7 @@ mod tests {
         };
         assert_eq!(RequestInfo::of(&head), req(V10, true, true, true));
         let get = RequestHead {
-            method: "GET".to_owned(),
+            method: "GET".into(),
             close_after: false,
             ..head
         };

@@ -452,8 +452,8 @@ fn error_body_len(err: &HttpError, ident: Option<&str>) -> u64 {
 /// The request fields a log line needs, taken before the job is consumed.
 struct Pending {
     wall: SystemTime,
-    method: String,
-    target: Vec<u8>,
+    method: std::borrow::Cow<'static, str>,
+    target: std::sync::Arc<[u8]>,
     protocol: &'static str,
     /// The peer address, used when there is no environ (a malformed proxy
     /// header refused before the app ran).

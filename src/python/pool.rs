@@ -9,7 +9,6 @@
 //! credit, or when Python asks.
 #![allow(clippy::disallowed_methods)] // the pool is where the threads live
 
-use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -114,8 +113,37 @@ const CREDIT_RECHECK: Duration = Duration::from_millis(1);
 /// How long an idle worker may take to notice that the pool closed.
 const IDLE_EXIT: Duration = Duration::from_millis(500);
 
+/// Request ids are unique (a sequence number and a connection): hashing
+/// one needs no SipHash, and a hash map, unlike a B-tree, keeps its memory
+/// when it empties (it does after nearly every request).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fold the sequence number into the connection bits, then spread
+        // them (Fibonacci hashing): the table uses low bits and high bits.
+        self.0 = (n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+// Never iterated (only looked up, inserted and removed), so its random
+// order cannot make anything nondeterministic.
+#[allow(clippy::disallowed_types)]
+type IdMap<V> = std::collections::HashMap<ReqId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 pub struct PoolState {
-    requests: Mutex<BTreeMap<ReqId, Arc<ReqCtl>>>,
+    requests: Mutex<IdMap<Arc<ReqCtl>>>,
     idle: AtomicUsize,
     /// Worker threads started.
     threads: usize,
@@ -192,7 +220,7 @@ impl PyPool {
         queue.set_solo(true);
         shared.returns.set_nudge(queue.clone());
         let state = Arc::new(PoolState {
-            requests: Mutex::new(BTreeMap::new()),
+            requests: Mutex::new(IdMap::default()),
             idle: AtomicUsize::new(threads),
             threads,
             alive: Mutex::new(threads + 1),
@@ -403,7 +431,7 @@ fn run_job(
     if !ctl.is_cancelled() {
         ctl.thread.store(python_thread_id(), Ordering::Release);
         // A bug on our side must cost one request (a 500), never the thread.
-        let ran = catch_unwind(AssertUnwindSafe(|| wsgi::run(py, shared, job, ctl, events)));
+        let ran = catch_unwind(AssertUnwindSafe(|| wsgi::run(py, shared, job, ctl)));
         if ran.is_err() {
             error!(target: "maitre", "internal error while running a request (a bug): answered 500");
             events.send(AppEvent::Failed { req, detail: None });

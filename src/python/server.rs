@@ -70,6 +70,7 @@ impl Server {
         let logger = py
             .import("logging")?
             .call_method1("getLogger", ("maitre",))?;
+        let wiring = Wiring::new()?;
         let shared = Arc::new(Shared {
             config: config.clone(),
             app,
@@ -81,12 +82,12 @@ impl Server {
             access_log: crate::python::access_log::AccessLog::from_config(py, &config)?,
             meter: crate::metrics::Meter::from_hook(hooks.get_item("metrics")?)?,
             returns: Default::default(),
+            events: wiring.sender.clone(),
         });
         let retire_fd = optional_hook(hooks, "retire_fd")?
             .map(|fd| fd.extract::<i64>())
             .transpose()?;
         let listeners = adopted;
-        let wiring = Wiring::new()?;
         let stop = wiring.stop_handle();
         let prepared = Mutex::new(Some(Prepared {
             config,

@@ -39,23 +39,19 @@ pub struct Shared {
     pub meter: Meter,
     /// Large bodies lent to the I/O thread come back here once sent.
     pub returns: Arc<Returns>,
+    /// Where responses go (shared, not cloned per request: a clone is four
+    /// reference counts to take and drop).
+    pub events: EventSender,
 }
 
 /// Run the app for one job and report everything it does.
-pub fn run(
-    py: Python<'_>,
-    shared: &Arc<Shared>,
-    mut job: Job,
-    ctl: &Arc<ReqCtl>,
-    events: &EventSender,
-) {
+pub fn run(py: Python<'_>, shared: &Arc<Shared>, mut job: Job, ctl: &Arc<ReqCtl>) {
     let req = job.req;
     let head = job.head.method == "HEAD";
     let mut seen = Observation::begin(shared, &job); // access log, metrics
     let out = Output(Arc::new(OutputState {
         req,
         ctl: ctl.clone(),
-        events: events.clone(),
         state: Mutex::new(RespState::default()),
         shared: shared.clone(),
     }));
@@ -64,7 +60,7 @@ pub fn run(
         Ok(()) => {
             if !out.lock().done {
                 out.finish(None);
-                out.events.send(AppEvent::Done { req });
+                out.shared.events.send(AppEvent::Done { req });
             }
             End::Completed
         }
@@ -288,7 +284,7 @@ fn send_file(py: Python<'_>, wrapper: &Bound<'_, PyAny>, out: &Output) -> PyResu
     }
     out.finish(Some(len));
     out.lock().sent += len;
-    out.events.send(AppEvent::File {
+    out.shared.events.send(AppEvent::File {
         req: out.req,
         file,
         offset,
@@ -359,7 +355,7 @@ fn report_failure(py: Python<'_>, shared: &Shared, out: &Output, path: &str, err
         .expose_tracebacks
         .then(|| format_traceback(py, &err));
     let end = End::Failed(detail.clone());
-    out.events.send(AppEvent::Failed {
+    out.shared.events.send(AppEvent::Failed {
         req: out.req,
         detail,
     });
@@ -440,7 +436,6 @@ struct Output(Arc<OutputState>);
 struct OutputState {
     req: ReqId,
     ctl: Arc<ReqCtl>,
-    events: EventSender,
     state: Mutex<RespState>,
     /// The class `write()` raises once the client has gone, and where lent
     /// bodies come back.
@@ -475,7 +470,7 @@ impl Output {
     fn finish(&self, known_length: Option<u64>) {
         let head = self.lock().take_head(known_length);
         if let Some(head) = head {
-            self.events.send(AppEvent::Head {
+            self.shared.events.send(AppEvent::Head {
                 req: self.req,
                 head,
             });
@@ -487,10 +482,17 @@ impl Output {
     fn write_whole(&self, py: Python<'_>, body: &Bound<'_, PyBytes>) -> PyResult<()> {
         let data = body.as_bytes();
         let len = data.len() as u64;
-        if self.lock().head_sent {
-            return self.write_chunk(py, data, Some(body), Some(len));
+        {
+            let mut st = self.lock();
+            if st.head_sent {
+                drop(st);
+                return self.write_chunk(py, data, Some(body), Some(len));
+            }
+            if st.status.is_none() {
+                return Err(not_started());
+            }
+            st.sent += len;
         }
-        self.check_started(len)?;
         if !self.ctl.take_credit(py, data.len()) {
             return Err(self.disconnected(py));
         }
@@ -503,7 +505,7 @@ impl Output {
         let Some(head) = head else {
             return Err(PyRuntimeError::new_err("the response head went out twice"));
         };
-        self.events.send(AppEvent::Complete {
+        self.shared.events.send(AppEvent::Complete {
             req: self.req,
             head,
             body: self.chunk(data, Some(body)),
@@ -515,9 +517,7 @@ impl Output {
     fn check_started(&self, len: u64) -> PyResult<()> {
         let mut st = self.lock();
         if !st.started() {
-            return Err(PyRuntimeError::new_err(
-                "start_response was not called before body written",
-            ));
+            return Err(not_started());
         }
         st.sent += len;
         Ok(())
@@ -548,7 +548,7 @@ impl Output {
         self.finish(known_length);
         if !data.is_empty() {
             let bytes = self.chunk(data, owner);
-            self.events.send(AppEvent::Data {
+            self.shared.events.send(AppEvent::Data {
                 req: self.req,
                 bytes,
             });
@@ -616,6 +616,10 @@ impl StartResponse {
             out: self.out.clone(),
         })
     }
+}
+
+fn not_started() -> PyErr {
+    PyRuntimeError::new_err("start_response was not called before body written")
 }
 
 fn reraise(_py: Python<'_>, info: &Bound<'_, PyAny>) -> PyErr {
