@@ -182,11 +182,11 @@ fn serialise(head: &RequestHead) -> Vec<u8> {
     out.push(b' ');
     out.extend_from_slice(head.version.as_str().as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers.iter() {
         let name = name.replace('_', "-");
         // A value ending in ", " was joined with an empty repeat: one line
         // cannot carry that trailing space, so the empty repeats are restated.
-        let mut value = &value[..];
+        let mut value = value;
         let mut empty_repeats = 0;
         while let Some(rest) = value.strip_suffix(b", ") {
             value = rest;

@@ -408,10 +408,15 @@ impl Transport for MioTransport {
 
     fn write_vectored(&mut self, conn: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let c = self.conn(conn)?;
-        let result = match &mut c.stream {
-            Stream::Tcp(s) => s.write_vectored(bufs),
+        // One slice (a small response: head and body share the output
+        // tail) goes out with send(), which skips writev's VFS layers.
+        let result = match (&mut c.stream, bufs) {
+            (Stream::Tcp(s), [one]) => s.write(one),
+            (Stream::Tcp(s), _) => s.write_vectored(bufs),
             #[cfg(unix)]
-            Stream::Unix(s) => s.write_vectored(bufs),
+            (Stream::Unix(s), [one]) => s.write(one),
+            #[cfg(unix)]
+            (Stream::Unix(s), _) => s.write_vectored(bufs),
         };
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             c.writable = false;

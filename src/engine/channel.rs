@@ -972,11 +972,9 @@ fn feed_body(incoming: &mut Incoming, input: &[u8]) -> Result<(usize, bool), Htt
 
 /// Chunked bodies reach the app with `CONTENT_LENGTH` set to the decoded size.
 fn set_content_length(head: &mut RequestHead, len: u64) {
-    let value = len.to_string().into_bytes();
-    match head.headers.iter_mut().find(|(n, _)| n == "CONTENT_LENGTH") {
-        Some((_, v)) => *v = value,
-        None => head.headers.push(("CONTENT_LENGTH".to_string(), value)),
-    }
+    let mut digits = [0u8; 20];
+    let value = crate::http::response::decimal(len, &mut digits);
+    head.headers.set("CONTENT_LENGTH", value.as_bytes());
 }
 
 fn is_disconnect(e: &io::Error) -> bool {

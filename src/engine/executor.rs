@@ -3,6 +3,7 @@ use std::fs::File;
 
 use crate::engine::transport::{ConnId, ListenerId, Peer};
 use crate::http::request::RequestHead;
+use crate::http::response::validate_header;
 
 /// Identifies one request for its whole life; never reused, so a late event
 /// for a finished request (or a recycled `ConnId`) is recognised and dropped.
@@ -103,13 +104,30 @@ impl std::fmt::Debug for Chunk {
 /// The app's header lines in its order, packed into one string: two
 /// allocations for any number of lines (pairs of `String`s cost two per
 /// line, on every response).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct HeaderList {
     text: String,
     /// Per line, where its name ends and where its value ends in `text`;
     /// a name starts where the previous value ended.
     ends: Vec<(usize, usize)>,
+    /// Every line came through `push_valid`: the engine need not check
+    /// them again.
+    all_valid: bool,
 }
+
+impl Default for HeaderList {
+    fn default() -> Self {
+        HeaderList::with_capacity(0, 0)
+    }
+}
+
+impl PartialEq for HeaderList {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for HeaderList {}
 
 impl HeaderList {
     /// Room for `lines` lines of `bytes` bytes in all, names and values.
@@ -117,10 +135,29 @@ impl HeaderList {
         HeaderList {
             text: String::with_capacity(bytes),
             ends: Vec::with_capacity(lines),
+            all_valid: true,
         }
     }
 
+    /// Add a line as it is (the engine checks it before sending).
     pub fn push(&mut self, name: &str, value: &str) {
+        self.all_valid = false;
+        self.push_line(name, value);
+    }
+
+    /// Add a line if [`validate_header`] accepts it; else its reason.
+    pub fn push_valid(&mut self, name: &str, value: &str) -> Result<(), String> {
+        validate_header(name, value)?;
+        self.push_line(name, value);
+        Ok(())
+    }
+
+    /// Whether every line was checked on the way in (see `push_valid`).
+    pub fn all_valid(&self) -> bool {
+        self.all_valid
+    }
+
+    fn push_line(&mut self, name: &str, value: &str) {
         self.text.push_str(name);
         let name_end = self.text.len();
         self.text.push_str(value);
@@ -147,7 +184,8 @@ impl HeaderList {
 
     /// Keep the lines `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
-        let kept: HeaderList = self.iter().filter(|&(n, v)| keep(n, v)).collect();
+        let mut kept: HeaderList = self.iter().filter(|&(n, v)| keep(n, v)).collect();
+        kept.all_valid = self.all_valid;
         *self = kept;
     }
 }
@@ -271,5 +309,22 @@ mod tests {
         assert_eq!(list.iter().collect::<Vec<_>>(), [("X", "y")]);
         list.push("Z", "z");
         assert_eq!(list.iter().collect::<Vec<_>>(), [("X", "y"), ("Z", "z")]);
+    }
+
+    #[test]
+    fn only_lines_pushed_through_validation_count_as_valid() {
+        let mut list = HeaderList::default();
+        assert!(list.push_valid("Content-Type", "text/plain").is_ok());
+        assert!(list.push_valid("Bad Name", "x").is_err());
+        assert!(list.push_valid("X", "a\r\nb").is_err());
+        assert_eq!(
+            list.iter().collect::<Vec<_>>(),
+            [("Content-Type", "text/plain")]
+        );
+        assert!(list.all_valid());
+        list.retain(|_, _| true);
+        assert!(list.all_valid());
+        list.push("Bad Name", "x");
+        assert!(!list.all_valid());
     }
 }

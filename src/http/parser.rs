@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use memchr::{memchr, memchr2, memmem};
 
 use crate::http::errors::HttpError;
-use crate::http::request::{BodyFraming, RequestHead, Version};
+use crate::http::request::{BodyFraming, RequestHead, RequestHeaders, Version};
 
 #[derive(Clone, Copy, Debug)]
 pub struct HeadLimits {
@@ -207,15 +207,29 @@ fn all_field_bytes(s: &[u8]) -> bool {
     })
 }
 
-/// `Content-Type` -> `CONTENT_TYPE` (names are tokens, so ASCII).
-fn wsgi_name(name: &[u8]) -> String {
-    let mut key = name.to_ascii_uppercase();
-    for b in &mut key {
-        if *b == b'-' {
-            *b = b'_';
+/// `Content-Type` -> `CONTENT_TYPE` (names are tokens, so ASCII), handed to
+/// `f`; made on the stack unless the name is long.
+fn with_wsgi_name<R>(name: &[u8], f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 64];
+    let mut long = Vec::new();
+    let key = match buf.get_mut(..name.len()) {
+        Some(key) => {
+            key.copy_from_slice(name);
+            key
         }
+        None => {
+            long.extend_from_slice(name);
+            &mut long[..]
+        }
+    };
+    for b in key.iter_mut() {
+        *b = if *b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_uppercase()
+        };
     }
-    ascii_string(key)
+    f(std::str::from_utf8(key).unwrap_or(""))
 }
 
 /// A token as a String (tokens are ASCII; latin-1 is the never-taken fallback).
@@ -255,7 +269,8 @@ fn latin1(bytes: &[u8]) -> String {
 /// that order by holding a grammar error back until all lines are seen.
 fn parse_fields(fields: &[u8]) -> Result<HeaderTable, HttpError> {
     // Every header line ends in LF: a cheap, exact upper bound.
-    let mut table = HeaderTable::with_capacity(memchr::memchr_iter(b'\n', fields).count());
+    let lines = memchr::memchr_iter(b'\n', fields).count();
+    let mut table = HeaderTable::with_capacity(lines, fields.len());
     // The first grammar error; later lines are then only checked for layout.
     let mut held: Option<HttpError> = None;
     // The unfolded line being collected: a byte range of `fields` whose inner
@@ -326,14 +341,14 @@ const INDEX_FROM: usize = 16;
 
 /// Headers in WSGI form, in order of first appearance, repeats joined.
 struct HeaderTable {
-    entries: Vec<(String, Vec<u8>)>,
+    headers: RequestHeaders,
     index: std::collections::BTreeMap<String, usize>,
 }
 
 impl HeaderTable {
-    fn with_capacity(lines: usize) -> Self {
+    fn with_capacity(lines: usize, bytes: usize) -> Self {
         HeaderTable {
-            entries: Vec::with_capacity(lines.min(64)),
+            headers: RequestHeaders::with_capacity(lines.min(64), bytes),
             index: std::collections::BTreeMap::new(),
         }
     }
@@ -369,61 +384,41 @@ impl HeaderTable {
             return Ok(());
         }
         let value = trim_ows(value);
-        let key = wsgi_name(name);
-        match self.find(&key) {
-            Some(_) if SINGLETONS.contains(&key.as_str()) => Err(HttpError::bad_request(
+        with_wsgi_name(name, |key| match self.find(key) {
+            Some(_) if SINGLETONS.contains(&key) => Err(HttpError::bad_request(
                 format!("Duplicate header: {}", latin1(name)),
                 Version::Http10,
             )),
             Some(i) => {
-                if let Some((_, joined)) = self.entries.get_mut(i) {
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(value);
-                }
+                self.headers.append(i, value);
                 Ok(())
             }
             None => {
-                self.push(key, value.to_vec());
+                self.push(key, value);
                 Ok(())
             }
-        }
+        })
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        if self.entries.len() > INDEX_FROM {
+        if self.headers.len() > INDEX_FROM {
             self.index.get(key).copied()
         } else {
-            self.entries.iter().position(|(k, _)| k == key)
+            self.headers.position(key)
         }
     }
 
-    fn push(&mut self, key: String, value: Vec<u8>) {
-        self.entries.push((key, value));
-        let len = self.entries.len();
+    fn push(&mut self, key: &str, value: &[u8]) {
+        self.headers.push(key, value);
+        let len = self.headers.len();
         if len == INDEX_FROM + 1 {
-            for (i, (k, _)) in self.entries.iter().enumerate() {
-                self.index.insert(k.clone(), i);
+            for i in 0..len {
+                self.index.insert(self.headers.name(i).to_owned(), i);
             }
         } else if len > INDEX_FROM {
-            if let Some((k, _)) = self.entries.last() {
-                self.index.insert(k.clone(), len - 1);
-            }
+            self.index.insert(key.to_owned(), len - 1);
         }
     }
-}
-
-type Headers = Vec<(String, Vec<u8>)>;
-
-fn take_header(headers: &mut Headers, name: &str) -> Option<Vec<u8>> {
-    let i = headers.iter().position(|(k, _)| k == name)?;
-    Some(headers.remove(i).1)
-}
-
-fn get_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_slice())
 }
 
 /// The checks Waitress makes once the request line is known: target, framing,
@@ -442,18 +437,18 @@ fn build_head(
     if !line.target.is_ascii() && !line.target.starts_with(b"//") {
         return Err(HttpError::bad_request("Bad URI", version));
     }
-    let mut headers = table.entries;
+    let mut headers = table.headers;
     let mut chunked = false;
     let mut close_after = false;
     if line.is_http11 {
-        if let Some(te) = take_header(&mut headers, "TRANSFER_ENCODING") {
+        if let Some(te) = headers.remove("TRANSFER_ENCODING") {
             chunked = transfer_coding_is_chunked(&te, version)?;
         }
-        if chunked && take_header(&mut headers, "CONTENT_LENGTH").is_some() {
+        if chunked && headers.remove("CONTENT_LENGTH").is_some() {
             // Q15: both framings given; trust chunked, then close (RFC 9112 section 6.3).
             close_after = true;
         }
-    } else if get_header(&headers, "TRANSFER_ENCODING").is_some() {
+    } else if headers.get("TRANSFER_ENCODING").is_some() {
         // Q10: HTTP/1.0 has no transfer codings; a TE there is faulty framing.
         return Err(HttpError::bad_request(
             "Transfer-Encoding is not allowed in HTTP/1.0 requests",
@@ -463,15 +458,13 @@ fn build_head(
     let framing = if chunked {
         BodyFraming::Chunked
     } else {
-        content_length_framing(
-            get_header(&headers, "CONTENT_LENGTH"),
-            version,
-            limits.max_body,
-        )?
+        content_length_framing(headers.get("CONTENT_LENGTH"), version, limits.max_body)?
     };
     let expect_continue = line.is_http11
-        && get_header(&headers, "EXPECT").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    let connection = get_header(&headers, "CONNECTION").unwrap_or_default();
+        && headers
+            .get("EXPECT")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+    let connection = headers.get("CONNECTION").unwrap_or_default();
     let close_requested = if line.is_http11 {
         has_token(connection, b"close")
     } else {
@@ -576,11 +569,8 @@ mod tests {
         format!("{lines}\r\n\r\n").into_bytes()
     }
 
-    fn hdrs(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect()
+    fn hdrs(pairs: &[(&str, &[u8])]) -> RequestHeaders {
+        pairs.iter().copied().collect()
     }
 
     #[rstest]
@@ -958,9 +948,10 @@ mod tests {
         lines.push_str("\r\nh3: again\r\nh39: last\r\nHost: x");
         let got = head(&req(&lines)).headers;
         assert_eq!(got.len(), 41);
-        assert_eq!(got[3], ("H3".to_string(), b"3, again".to_vec()));
-        assert_eq!(got[39], ("H39".to_string(), b"39, last".to_vec()));
-        assert_eq!(got[40], ("HOST".to_string(), b"x".to_vec()));
+        let got: Vec<_> = got.iter().collect();
+        assert_eq!(got[3], ("H3", &b"3, again"[..]));
+        assert_eq!(got[39], ("H39", &b"39, last"[..]));
+        assert_eq!(got[40], ("HOST", &b"x"[..]));
         let dup = format!("{lines}\r\nhost: y");
         assert_eq!(
             parse(&req(&dup)),
@@ -1137,7 +1128,7 @@ mod tests {
             method: "GET".into(),
             target: b"/".to_vec().into(),
             version: V11,
-            headers: vec![],
+            headers: Default::default(),
             framing: BodyFraming::None,
             expect_continue: false,
             close_requested: false,
@@ -1206,5 +1197,33 @@ mod method_tests {
         assert!(matches!(method_name(b"PATCH"), Cow::Borrowed("PATCH")));
         assert_eq!(method_name(b"PROPFIND"), "PROPFIND");
         assert!(matches!(method_name(b"get"), Cow::Owned(m) if m == "get"));
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    /// Two names repeated alternately thousands of times: each value is
+    /// joined in arrival order (and out of line, so the work stays linear).
+    #[test]
+    fn alternating_repeats_join_in_order() {
+        let mut block = String::from("GET / HTTP/1.1\r\nHost: x");
+        for i in 0..3000 {
+            block.push_str(&format!("\r\nA: {i}\r\nB: {i}"));
+        }
+        block.push_str("\r\n\r\n");
+        let limits = HeadLimits {
+            max_header: block.len() + 1,
+            max_body: 0,
+        };
+        let Ok(Parsed::Head { head, .. }) = parse_head(block.as_bytes(), &limits) else {
+            panic!("the head did not parse");
+        };
+        let want: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+        let want = want.join(", ");
+        assert_eq!(head.headers.get("A"), Some(want.as_bytes()));
+        assert_eq!(head.headers.get("B"), Some(want.as_bytes()));
+        assert_eq!(head.headers.len(), 3);
     }
 }

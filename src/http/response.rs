@@ -394,8 +394,15 @@ fn collect_app_headers<'a>(
         date_set: false,
         server_set: false,
     };
+    // Headers validated on their way in (start_response) are not checked again.
+    let valid = app.headers.all_valid();
     for (name, value) in app.headers.iter() {
-        match check_header(name, value)? {
+        let role = if valid {
+            role_of(name, value)?
+        } else {
+            check_header(name, value)?
+        };
+        match role {
             Role::ContentLength(n) => {
                 // Waitress would send both lines and frame by the last one;
                 // two different lengths leave proxies to guess where it ends.
@@ -542,24 +549,41 @@ fn add_server_and_date<'a>(
 // ---------------------------------------------------------------------------
 // Writing
 
-/// Byte `i` of `name` after Waitress's re-capitalisation: upper case at the
-/// start of each `-`-separated part, lower case elsewhere. Names are ASCII
-/// tokens by now, so byte-wise case mapping is exact.
-fn recapitalised(name: &[u8], i: usize) -> u8 {
-    let starts_part = i == 0 || name[i - 1] == b'-';
-    if starts_part {
-        name[i].to_ascii_uppercase()
-    } else {
-        name[i].to_ascii_lowercase()
-    }
-}
-
 /// Order by re-capitalised name (what Waitress sorts on) without building it.
 fn cmp_recapitalised(a: &str, b: &str) -> Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let a_iter = (0..a.len()).map(|i| recapitalised(a, i));
-    let b_iter = (0..b.len()).map(|i| recapitalised(b, i));
-    a_iter.cmp(b_iter)
+    // Equal so far, so both names are at the start of a part or neither is
+    // (`-` maps to itself): one flag serves both.
+    let mut part_start = true;
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = if part_start {
+            (x.to_ascii_uppercase(), y.to_ascii_uppercase())
+        } else {
+            (x.to_ascii_lowercase(), y.to_ascii_lowercase())
+        };
+        match x.cmp(&y) {
+            Ordering::Equal => part_start = x == b'-',
+            unequal => return unequal,
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Append `name` as Waitress re-capitalises it: upper case at the start of
+/// each `-`-separated part, lower case elsewhere. Names are ASCII tokens by
+/// now, so byte-wise case mapping is exact.
+fn write_recapitalised(name: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(name);
+    let mut part_start = true;
+    for b in &mut out[start..] {
+        *b = if part_start {
+            b.to_ascii_uppercase()
+        } else {
+            b.to_ascii_lowercase()
+        };
+        part_start = *b == b'-';
+    }
 }
 
 fn write_head(version: Version, status: &str, lines: &[Line<'_>], out: &mut Vec<u8>) {
@@ -573,8 +597,7 @@ fn write_head(version: Version, status: &str, lines: &[Line<'_>], out: &mut Vec<
     write_latin1(status, out);
     out.extend_from_slice(b"\r\n");
     for line in lines {
-        let name = line.name.as_bytes();
-        out.extend((0..name.len()).map(|i| recapitalised(name, i)));
+        write_recapitalised(line.name.as_bytes(), out);
         out.extend_from_slice(b": ");
         match line.value {
             Value::Text(text) => write_latin1(text, out),
@@ -628,6 +651,45 @@ pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
 
 #[cfg(test)]
 mod tests {
+
+    /// The comparison agrees with sorting the re-capitalised names themselves.
+    #[test]
+    fn recapitalised_order_is_the_order_of_the_written_names() {
+        let names = [
+            "x-a",
+            "X-A",
+            "x-B",
+            "xa",
+            "x",
+            "x-",
+            "-a",
+            "-",
+            "Content-Type",
+            "CONTENT-length",
+            "content-LENGTH-x",
+            "a-b-c",
+            "A-B",
+            "a--b",
+            "date",
+            "Date",
+        ];
+        let written = |n: &str| {
+            let mut out = Vec::new();
+            write_recapitalised(n.as_bytes(), &mut out);
+            out
+        };
+        assert_eq!(written("cONTENT-tYPE"), b"Content-Type");
+        assert_eq!(written("a--b-"), b"A--B-");
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    cmp_recapitalised(a, b),
+                    written(a).cmp(&written(b)),
+                    "{a} vs {b}"
+                );
+            }
+        }
+    }
     use super::*;
     use rstest::rstest;
 
@@ -1193,7 +1255,7 @@ mod tests {
             method: "HEAD".into(),
             target: b"/".to_vec().into(),
             version: V10,
-            headers: Vec::new(),
+            headers: Default::default(),
             framing: crate::http::request::BodyFraming::None,
             expect_continue: false,
             close_requested: true,

@@ -507,13 +507,7 @@ impl Observation {
 }
 
 fn pending(job: &Job) -> Pending {
-    let header = |name: &str| {
-        job.head
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
+    let header = |name: &str| job.head.headers.get(name).map(<[u8]>::to_vec);
     Pending {
         wall: SystemTime::now(),
         method: job.head.method.clone(),

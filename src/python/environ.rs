@@ -14,6 +14,7 @@ use log::warn;
 use crate::config::Config;
 use crate::engine::{Body, Job, Peer};
 use crate::http::proxy::{self, ProxyEnv, ProxyHeader, ProxySettings};
+use crate::http::request::Version;
 use crate::http::response::decimal;
 use crate::http::target::{apply_prefix, split_target};
 use crate::python::pool::ReqCtl;
@@ -141,11 +142,12 @@ impl Template {
         // replace values instead of inserting and growing it.
         let env = self.base.bind(py).copy()?;
         let head = &job.head;
-        env.set_item(
-            intern!(py, "REQUEST_METHOD"),
-            latin1(py, head.method.as_bytes()),
-        )?;
-        env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
+        env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &head.method))?;
+        let protocol = match head.version {
+            Version::Http11 => intern!(py, "HTTP/1.1"),
+            Version::Http10 => intern!(py, "HTTP/1.0"),
+        };
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
         let target = split_target(&head.target);
         let path = apply_prefix(&target.path, &self.url_prefix);
         env.set_item(intern!(py, "PATH_INFO"), latin1(py, path))?;
@@ -190,7 +192,7 @@ impl Template {
             server_port,
             self.url_scheme.clone(),
         );
-        for (name, value) in &job.head.headers {
+        for (name, value) in job.head.headers.iter() {
             let text = Cow::Owned(latin1_string(value));
             if name == "HOST" {
                 penv.http_host = Some(text);
@@ -249,12 +251,12 @@ impl Template {
         job: &Job,
         forwarded: Option<&ProxyEnv<'_>>,
     ) -> PyResult<()> {
-        for (name, value) in &job.head.headers {
+        // Each name appears once (the parser joins repeats), and no key set
+        // so far is a header's: Waitress's "never replace a key already
+        // set" needs no lookup here.
+        for (name, value) in job.head.headers.iter() {
             let key = header_key(py, name);
-            if env.contains(&key)? {
-                continue;
-            }
-            let replaced = forwarded.and_then(|p| match name.as_str() {
+            let replaced = forwarded.and_then(|p| match name {
                 "HOST" => Some(p.http_host.as_deref()),
                 n => ProxyHeader::from_wsgi_name(n).map(|h| p.header(h)),
             });
@@ -284,6 +286,17 @@ impl Template {
             }
         }
     }
+}
+
+/// REQUEST_METHOD: the common methods as interned strings.
+fn method<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    let common = match method {
+        "GET" => intern!(py, "GET"),
+        "POST" => intern!(py, "POST"),
+        "HEAD" => intern!(py, "HEAD"),
+        _ => return latin1(py, method.as_bytes()),
+    };
+    common.clone()
 }
 
 /// The environ key for a header (in WSGI form): the common ones are
@@ -333,11 +346,21 @@ fn into_fd(file: std::fs::File) -> i64 {
 
 /// Bytes as a PEP 3333 "bytes in str": latin-1, which never fails.
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    // ASCII (the common case) is valid UTF-8 as is: no copy.
-    match std::str::from_utf8(bytes) {
-        Ok(s) if bytes.is_ascii() => PyString::new(py, s),
-        _ => PyString::new(py, &latin1_string(bytes)),
+    // Python's own latin-1 decoder copies the bytes into a one-byte-per-
+    // character string: no UTF-8 validation here, no decoding there.
+    let Ok(len) = pyo3::ffi::Py_ssize_t::try_from(bytes.len()) else {
+        return PyString::new(py, &latin1_string(bytes));
+    };
+    // SAFETY: `bytes` is valid for `len` bytes and the GIL is held.
+    let ptr =
+        unsafe { pyo3::ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null()) };
+    if ptr.is_null() {
+        // Only when out of memory: latin-1 decoding cannot fail otherwise.
+        PyErr::take(py);
+        return PyString::new(py, &latin1_string(bytes));
     }
+    // SAFETY: a new reference to the str the decoder made.
+    unsafe { Bound::from_owned_ptr(py, ptr).cast_into_unchecked() }
 }
 
 fn peer_strings(peer: &Peer) -> (String, String) {

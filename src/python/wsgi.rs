@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::drivers::mio::EventSender;
 use crate::engine::{AppEvent, AppHead, Chunk, HeaderList, Job, ReqId};
 use crate::http::proxy;
-use crate::http::response::{validate_header, validate_status};
+use crate::http::response::validate_status;
 use crate::metrics::Meter;
 use crate::python::access_log::{AccessLog, End, Observation, Summary};
 use crate::python::environ::{Environ, Template};
@@ -664,14 +664,13 @@ fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderList> {
             )));
         };
         let (n, v) = (n.to_str()?, v.to_str()?);
-        validate_header(n, v).map_err(|m| {
+        out.push_valid(n, v).map_err(|m| {
             if m.contains("hop-by-hop") {
                 PyAssertionError::new_err(m)
             } else {
                 PyValueError::new_err(m)
             }
         })?;
-        out.push(n, v);
     }
     Ok(out)
 }
