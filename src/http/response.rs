@@ -129,7 +129,7 @@ pub fn write_response_head(
 ) -> Result<HeadShape, String> {
     let status = parse_status(&app.status)?;
     let kind = StatusKind::of(status);
-    let mut lines = Vec::with_capacity(app.headers.len() + 4);
+    let mut lines = Lines::new();
     let seen = collect_app_headers(app, kind, &mut lines)?;
 
     let length = content_length(kind, seen.content_length, app.known_length, &mut lines);
@@ -139,8 +139,9 @@ pub fn write_response_head(
     add_server_and_date(&seen, ident, date, &mut lines);
 
     // Stable: same-named headers keep the app's relative order (RFC 9110 §5.3).
+    let lines = lines.as_mut_slice();
     lines.sort_by(|a, b| cmp_recapitalised(a.name, b.name));
-    write_head(req.version, &app.status, &lines, out);
+    write_head(req.version, &app.status, lines, out);
     Ok(HeadShape {
         status,
         framing,
@@ -364,14 +365,61 @@ fn parse_content_length(value: &str) -> Result<u64, String> {
 }
 
 /// One header line of the head before sorting: borrowed from the app or static.
+#[derive(Clone, Copy)]
 struct Line<'a> {
     name: &'a str,
     value: Value<'a>,
 }
 
+#[derive(Clone, Copy)]
 enum Value<'a> {
     Text(&'a str),
     Number(u64),
+}
+
+/// Lines kept on the stack before they spill to the heap.
+const INLINE_LINES: usize = 16;
+
+/// The head's lines while it is built: a head is built for every response,
+/// and a usual one fits on the stack (no allocation).
+struct Lines<'a> {
+    inline: [Line<'a>; INLINE_LINES],
+    len: usize,
+    spilled: Vec<Line<'a>>,
+}
+
+impl<'a> Lines<'a> {
+    fn new() -> Self {
+        let empty = Line {
+            name: "",
+            value: Value::Number(0),
+        };
+        Lines {
+            inline: [empty; INLINE_LINES],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, line: Line<'a>) {
+        if self.spilled.is_empty() && self.len < INLINE_LINES {
+            self.inline[self.len] = line;
+            self.len += 1;
+            return;
+        }
+        if self.spilled.is_empty() {
+            self.spilled.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.spilled.push(line);
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Line<'a>] {
+        if self.spilled.is_empty() {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.spilled
+        }
+    }
 }
 
 /// What the app's headers said, beyond the lines themselves.
@@ -387,7 +435,7 @@ struct Seen {
 fn collect_app_headers<'a>(
     app: &'a AppHead,
     kind: StatusKind,
-    lines: &mut Vec<Line<'a>>,
+    lines: &mut Lines<'a>,
 ) -> Result<Seen, String> {
     let mut seen = Seen {
         content_length: None,
@@ -438,7 +486,7 @@ fn content_length(
     kind: StatusKind,
     app_length: Option<u64>,
     known_length: Option<u64>,
-    lines: &mut Vec<Line<'_>>,
+    lines: &mut Lines<'_>,
 ) -> Option<u64> {
     match (kind, app_length) {
         (StatusKind::NoBodyNoLength, _) => None,
@@ -496,7 +544,7 @@ fn add_connection_headers(
     req: &RequestInfo,
     framing: Framing,
     keep_alive: bool,
-    lines: &mut Vec<Line<'_>>,
+    lines: &mut Lines<'_>,
 ) {
     let connection = match (keep_alive, req.version) {
         (false, _) => Some("close"),
@@ -523,7 +571,7 @@ fn add_server_and_date<'a>(
     seen: &Seen,
     ident: Option<&'a str>,
     date: &'a str,
-    lines: &mut Vec<Line<'a>>,
+    lines: &mut Lines<'a>,
 ) {
     let ident = ident.filter(|i| !i.is_empty());
     if seen.server_set {
@@ -651,6 +699,22 @@ pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
 
 #[cfg(test)]
 mod tests {
+
+    /// More lines than fit on the stack: all of them, sorted, same-named
+    /// ones in the app's order.
+    #[test]
+    fn a_head_with_many_headers_keeps_them_all_in_order() {
+        let names: Vec<String> = (0..30).rev().map(|i| format!("x-h{i:02}")).collect();
+        let mut pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        pairs.push(("X-H05", "second"));
+        let a = app("200 OK", &pairs, Some(0));
+        let head = build(GET11, &a).expect("valid head");
+        let text = latin1(&head.bytes);
+        let got: Vec<&str> = text.lines().filter(|l| l.starts_with("X-H")).collect();
+        let mut want: Vec<String> = (0..30).map(|i| format!("X-H{i:02}: v")).collect();
+        want.insert(6, "X-H05: second".to_string());
+        assert_eq!(got, want);
+    }
 
     /// The comparison agrees with sorting the re-capitalised names themselves.
     #[test]

@@ -280,16 +280,17 @@ impl Lead {
     /// is free for one turn without sleeping (write the answers, read what
     /// came meanwhile), then let go. A thread that runs out of jobs drives
     /// the loop anyway, so the batch is also cut short by an empty queue.
-    /// Keeps the GIL: the turn never blocks or runs Python.
-    pub fn visit(&self, ended: Instant) {
+    /// Keeps the GIL: the turn never blocks or runs Python. Returns whether
+    /// it took a turn.
+    pub fn visit(&self, ended: Instant) -> bool {
         let since = self.last_visit.load(Ordering::Relaxed);
         let now = self.nanos(ended);
         let jobs = self.jobs_since.fetch_add(1, Ordering::Relaxed) + 1;
         if jobs < BATCH && now.saturating_sub(since) < BATCH_WITHIN.as_nanos() as u64 {
-            return;
+            return false;
         }
         let Some(mut server) = self.try_take() else {
-            return;
+            return false;
         };
         self.jobs_since.store(0, Ordering::Relaxed);
         self.last_visit.store(now, Ordering::Relaxed);
@@ -298,6 +299,7 @@ impl Lead {
             self.turn(&mut server, false);
         }
         self.give_up(server);
+        true
     }
 
     /// While `pending` (a job waits for its client to read), drive the loop
