@@ -21,7 +21,11 @@ use crate::python::pool::ReqCtl;
 use crate::python::wsgi::DisconnectedCheck;
 
 pub struct Template {
-    base: Py<PyDict>,
+    /// Per listener, per protocol (HTTP/1.0, HTTP/1.1): every constant key,
+    /// with that listener's SERVER_PORT and that SERVER_PROTOCOL in place.
+    bases: Vec<[Py<PyDict>; 2]>,
+    /// For a listener without a port entry: no SERVER_PORT at all.
+    portless: [Py<PyDict>; 2],
     /// `SERVER_PORT` per listener (for a Unix socket: its path, Waitress's quirk).
     server_ports: Vec<Py<PyString>>,
     url_prefix: String,
@@ -33,18 +37,17 @@ pub struct Template {
     peer: PeerCache,
 }
 
-/// Keys every request sets (or, for SERVER_PORT, removes): the template has
-/// them, with None, so that its copies are born big enough.
-const PER_REQUEST: [&str; 12] = [
+/// Keys every request sets: the template has them, with None, so that its
+/// copies are born big enough. (SERVER_PORT and SERVER_PROTOCOL come with
+/// the template itself: there is one per listener and protocol.)
+const PER_REQUEST: [&str; 10] = [
     "REQUEST_METHOD",
-    "SERVER_PROTOCOL",
     "PATH_INFO",
     "QUERY_STRING",
     "REQUEST_URI",
     "REMOTE_ADDR",
     "REMOTE_HOST",
     "REMOTE_PORT",
-    "SERVER_PORT",
     "wsgi.input",
     "maitre.client_disconnected",
     "waitress.client_disconnected",
@@ -112,8 +115,26 @@ impl Template {
             base.set_item(key, py.None())?;
         }
         let io = py.import("io")?;
+        let for_port = |port: Option<&str>| -> PyResult<[Py<PyDict>; 2]> {
+            let made = |protocol: &str| -> PyResult<Py<PyDict>> {
+                let dict = base.copy()?;
+                dict.set_item("SERVER_PROTOCOL", protocol)?;
+                // Without a port entry (a listener the table does not
+                // know), SERVER_PORT is left out, as before.
+                if let Some(port) = port {
+                    dict.set_item("SERVER_PORT", port)?;
+                }
+                Ok(dict.unbind())
+            };
+            Ok([made("HTTP/1.0")?, made("HTTP/1.1")?])
+        };
+        let bases = server_ports
+            .iter()
+            .map(|p| for_port(Some(p)))
+            .collect::<PyResult<Vec<_>>>()?;
         Ok(Template {
-            base: base.unbind(),
+            bases,
+            portless: for_port(None)?,
             server_ports: server_ports
                 .iter()
                 .map(|p| PyString::new(py, p).unbind())
@@ -140,14 +161,14 @@ impl Template {
         // A copy of a dict that already holds every per-request key (see
         // `PER_REQUEST`): its table is cloned whole, and the sets below
         // replace values instead of inserting and growing it.
-        let env = self.base.bind(py).copy()?;
         let head = &job.head;
-        env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &head.method))?;
-        let protocol = match head.version {
-            Version::Http11 => intern!(py, "HTTP/1.1"),
-            Version::Http10 => intern!(py, "HTTP/1.0"),
+        let by_protocol = self.bases.get(job.listener.0).unwrap_or(&self.portless);
+        let base = match head.version {
+            Version::Http10 => &by_protocol[0],
+            Version::Http11 => &by_protocol[1],
         };
-        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+        let env = base.bind(py).copy()?;
+        env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &head.method))?;
         let target = split_target(&head.target);
         let path = apply_prefix(&target.path, &self.url_prefix);
         env.set_item(intern!(py, "PATH_INFO"), latin1(py, path))?;
@@ -234,10 +255,7 @@ impl Template {
         env.set_item(intern!(py, "REMOTE_ADDR"), &addr)?;
         env.set_item(intern!(py, "REMOTE_HOST"), &addr)?;
         env.set_item(intern!(py, "REMOTE_PORT"), port)?;
-        match self.server_ports.get(job.listener.0) {
-            Some(p) => env.set_item(intern!(py, "SERVER_PORT"), p.bind(py))?,
-            None => env.del_item(intern!(py, "SERVER_PORT"))?,
-        }
+        // SERVER_PORT came with the listener's template.
         Ok(())
     }
 
