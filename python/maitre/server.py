@@ -248,7 +248,7 @@ class TcpWSGIServer(BaseWSGIServer):
 
     def accept_connections(self):
         if self._owns_socket:
-            _tune_listener(self.socket)
+            _tune_listener(self.socket, self.adj.socket_options)
         super().accept_connections()
 
     def getsockname(self):
@@ -257,13 +257,14 @@ class TcpWSGIServer(BaseWSGIServer):
         )
 
 
-def _tune_listener(sock):
+def _tune_listener(sock, socket_options):
     """Options for a TCP listener this server created (a socket handed over
     by the caller is left as it is).
 
-    TCP_NODELAY: Waitress sets it on every accepted socket; Linux copies it
-    from the listener, which saves a system call per connection (the engine
-    checks the first accepted socket and sets it itself otherwise).
+    ``socket_options`` (TCP_NODELAY): Waitress sets them on every accepted
+    socket; Linux copies them from the listener, which saves a system call
+    per connection (the engine checks the first accepted socket for
+    TCP_NODELAY and sets it itself otherwise).
 
     TCP_DEFER_ACCEPT (Linux): a connection is handed over once its first
     bytes have arrived, so the first read finds the request instead of
@@ -271,7 +272,8 @@ def _tune_listener(sock):
     handed over after about a second all the same (then ``channel_timeout``
     applies as usual), and a probe that connects and leaves never wakes the
     server at all."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for level, name, value in socket_options:
+        sock.setsockopt(level, name, value)
     if hasattr(socket, "TCP_DEFER_ACCEPT"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 

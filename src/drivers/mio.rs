@@ -225,17 +225,16 @@ impl MioTransport {
     fn new(registry: Registry, listeners: Vec<Listener>) -> io::Result<Self> {
         let mut t = MioTransport {
             registry,
-            listeners,
             listening: false,
             conns: Slab::new(),
             #[cfg(not(target_os = "linux"))]
             file_buf: Vec::new(),
             recheck: Vec::new(),
             unregistered: Vec::new(),
-            nodelay_inherited: Vec::new(),
+            nodelay_inherited: vec![None; listeners.len()],
+            listeners,
             meter: Meter::default(),
         };
-        t.nodelay_inherited = vec![None; t.listeners.len()];
         t.listen(true)?;
         Ok(t)
     }
@@ -301,21 +300,13 @@ impl MioTransport {
         // SAFETY: both descriptors stay open during the call (the stream
         // and the file are borrowed), and `off` is a live off_t.
         let sent = unsafe { libc::sendfile(out, file.as_raw_fd(), &mut off, count) };
-        if sent < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::WouldBlock {
-                c.writable = false;
-                self.may_wait(conn);
-            }
-            return Err(err);
-        }
-        if sent == 0 && count > 0 {
+        let result = match usize::try_from(sent) {
+            Err(_) => Err(io::Error::last_os_error()),
             // The file is shorter than the response said.
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let n = sent as usize;
-        self.meter.sent(n);
-        Ok(n)
+            Ok(0) if count > 0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => Ok(n),
+        };
+        self.wrote(conn, result)
     }
 
     /// Send a file range through a buffer (where there is no sendfile).
@@ -364,6 +355,22 @@ impl MioTransport {
 
     fn take_recheck(&mut self) -> Vec<ConnId> {
         std::mem::take(&mut self.recheck)
+    }
+
+    /// Account for a write (or sendfile) to `conn`: a full socket clears the
+    /// writable hint, so the connection now waits for it.
+    fn wrote(&mut self, conn: ConnId, result: io::Result<usize>) -> io::Result<usize> {
+        match &result {
+            Ok(n) => self.meter.sent(*n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(c) = self.conns.get_mut(conn.0) {
+                    c.writable = false;
+                }
+                self.may_wait(conn);
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     /// Note a connection that may have to wait for readiness from now on.
@@ -484,13 +491,7 @@ impl Transport for MioTransport {
             #[cfg(unix)]
             (Stream::Unix(s), _) => s.write_vectored(bufs),
         };
-        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-            c.writable = false;
-            self.may_wait(conn);
-        }
-        let n = result?;
-        self.meter.sent(n);
-        Ok(n)
+        self.wrote(conn, result)
     }
 
     fn send_file(
@@ -516,8 +517,8 @@ impl Transport for MioTransport {
         if widened_read || widened_write {
             self.recheck.push(conn);
         }
-        if !c.registered && c.waits() {
-            self.unregistered.push(conn);
+        if c.waits() {
+            self.may_wait(conn);
         }
     }
 

@@ -586,8 +586,7 @@ impl Channel {
         cx: &mut Ctx<'_, T, E>,
         ev: AppEvent,
     ) {
-        let req = ev.req();
-        if self.active_req() != Some(req) || self.ending != Ending::Open {
+        if self.active_req() != Some(ev.req()) || self.ending != Ending::Open {
             return;
         }
         let result = match ev {
@@ -602,18 +601,13 @@ impl Channel {
                 file, offset, len, ..
             } => self.app_file(cx, file, offset, len),
             AppEvent::Done { .. } => self.app_done(cx),
-            AppEvent::Complete { head, body, .. } => {
-                if let Some(active) = &mut self.active {
-                    active.pending_head = Some(head);
-                }
-                self.app_data(cx, body).and_then(|()| {
-                    // The data may have ended the request (a refused head).
-                    if self.active_req() == Some(req) && self.ending == Ending::Open {
-                        self.app_done(cx)
-                    } else {
-                        Ok(())
-                    }
-                })
+            AppEvent::Complete { req, head, body } => {
+                // Exactly the three events it stands for, each routed as if
+                // it came alone (a refused head ends the request early).
+                self.on_app_event(cx, AppEvent::Head { req, head });
+                self.on_app_event(cx, AppEvent::Data { req, bytes: body });
+                self.on_app_event(cx, AppEvent::Done { req });
+                return;
             }
             AppEvent::Failed { detail, .. } => {
                 self.app_failed(cx, detail);

@@ -482,17 +482,10 @@ impl Output {
     fn write_whole(&self, py: Python<'_>, body: &Bound<'_, PyBytes>) -> PyResult<()> {
         let data = body.as_bytes();
         let len = data.len() as u64;
-        {
-            let mut st = self.lock();
-            if st.head_sent {
-                drop(st);
-                return self.write_chunk(py, data, Some(body), Some(len));
-            }
-            if st.status.is_none() {
-                return Err(not_started());
-            }
-            st.sent += len;
+        if self.lock().head_sent {
+            return self.write_chunk(py, data, Some(body), Some(len));
         }
+        self.check_started(len)?;
         if !self.ctl.take_credit(py, data.len()) {
             return Err(self.disconnected(py));
         }
@@ -517,7 +510,9 @@ impl Output {
     fn check_started(&self, len: u64) -> PyResult<()> {
         let mut st = self.lock();
         if !st.started() {
-            return Err(not_started());
+            return Err(PyRuntimeError::new_err(
+                "start_response was not called before body written",
+            ));
         }
         st.sent += len;
         Ok(())
@@ -616,10 +611,6 @@ impl StartResponse {
             out: self.out.clone(),
         })
     }
-}
-
-fn not_started() -> PyErr {
-    PyRuntimeError::new_err("start_response was not called before body written")
 }
 
 fn reraise(_py: Python<'_>, info: &Bound<'_, PyAny>) -> PyErr {
